@@ -1,0 +1,5 @@
+import sys
+
+from tru.cli import main
+
+sys.exit(main())

@@ -1,0 +1,179 @@
+"""The backbone interface, in MMRec's spirit, plus what unlearning needs.
+
+Every backbone implements three training methods (``calculate_loss``, ``full_sort_predict``,
+``pre_epoch_processing``) and, for unlearning:
+
+* :meth:`Recommender.rebuild`: recompute every interaction-derived structure (normalised user-item
+  adjacency, user-side aggregations, cached neighbourhoods) from a given set of train interactions,
+  e.g. the retain set D_r. Content-only structures (item-item kNN on features) are not user data and
+  stay, except that :meth:`drop_items_from_content_graphs` removes deleted items where asked.
+* :meth:`Recommender.branches`: which top-level modules belong to the ID branch, to each modality
+  branch, and to fusion.
+* :meth:`Recommender.layer_units`: the units the layer-sensitivity probe scores: dense modules, and
+  embedding / feature tables addressed by rows (axis ``user`` or ``item``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from tru.data.dataset import Pairs, RecDataset
+
+ID_BRANCH = "id"
+FUSION_BRANCH = "fusion"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A BPR batch: user u, positive item i, sampled negative item j (int64 tensors on the device)."""
+
+    users: Tensor
+    pos: Tensor
+    neg: Tensor
+
+
+@dataclass(frozen=True)
+class LayerUnit:
+    """A unit of the model for layer sensitivity and isolation.
+
+    ``kind`` is ``"dense"`` (a module: linear, gate, attention, MLP) or ``"table"`` (an embedding or
+    feature table whose rows are users or items: ``axis`` says which, so a unit can be split into the
+    rows a deletion request touches and the rest)."""
+
+    name: str
+    params: tuple[str, ...]
+    kind: str
+    branch: str
+    axis: str | None = None
+    n_params: int = 0
+    trainable: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Recommender(nn.Module, ABC):
+    """Base class of every backbone."""
+
+    name: ClassVar[str] = "base"
+    #: top-level module name -> "user" | "item", for embedding / feature tables addressable by rows
+    TABLES: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = dict(config)
+        self.n_users = dataset.n_users
+        self.n_items = dataset.n_items
+        self.modality_names = list(dataset.features)
+        self.embedding_dim = int(config.get("embedding_size", 64))
+        self._eval_cache: tuple[Tensor, Tensor] | None = None
+
+    # ---------------------------------------------------------------- device
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    # ---------------------------------------------------------------- interface
+    @abstractmethod
+    def rebuild(self, train: Pairs) -> None:
+        """Recompute every interaction-derived structure from ``train`` (e.g. D_r)."""
+
+    def pre_epoch_processing(self) -> None:
+        """Called once before every training epoch (e.g. edge dropout); default: nothing."""
+
+    @abstractmethod
+    def forward(self) -> tuple[Tensor, Tensor]:
+        """Final user and item representations, shapes (n_users, d) and (n_items, d)."""
+
+    @abstractmethod
+    def calculate_loss(self, batch: Batch) -> Tensor:
+        """The backbone's full training loss on a BPR batch (BPR + regulariser + auxiliary losses)."""
+
+    def auxiliary_loss(self, batch: Batch) -> Tensor:
+        """Regulariser and auxiliary losses alone (used by unlearning's retain term); default zero."""
+        return torch.zeros((), device=self.device)
+
+    def score_pairs(self, users: Tensor, items: Tensor) -> Tensor:
+        """s_ui for aligned user and item index tensors."""
+        u, i = self._embeddings()
+        return (u[users] * i[items]).sum(-1)
+
+    def full_sort_predict(self, users: Tensor) -> Tensor:
+        """Scores of every item for each user in ``users``: shape (len(users), n_items)."""
+        u, i = self._embeddings()
+        return u[users] @ i.T
+
+    # ---------------------------------------------------------------- evaluation cache
+    def _embeddings(self) -> tuple[Tensor, Tensor]:
+        return self._eval_cache if self._eval_cache is not None else self.forward()
+
+    @contextmanager
+    def eval_cache(self) -> Iterator[None]:
+        """Compute the representations once (no grad, eval mode) for many ``full_sort_predict`` calls."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                self._eval_cache = self.forward()
+            yield
+        finally:
+            self._eval_cache = None
+            self.train(was_training)
+
+    # ---------------------------------------------------------------- unlearning maps
+    @abstractmethod
+    def branches(self) -> dict[str, list[str]]:
+        """Branch name (``id``, a modality name, ``fusion``) -> top-level module names."""
+
+    def drop_items_from_content_graphs(self, items: Tensor) -> None:
+        """Remove items from content-only graphs (item regime with feature deletion); default none."""
+
+    def branch_of(self, module_name: str) -> str:
+        for branch, modules in self.branches().items():
+            if module_name in modules:
+                return branch
+        return FUSION_BRANCH
+
+    def layer_units(self) -> list[LayerUnit]:
+        """One unit per top-level child module that holds parameters."""
+        units = []
+        for mod_name, module in self.named_children():
+            params = [(f"{mod_name}.{n}", p) for n, p in module.named_parameters()]
+            if not params:
+                continue
+            is_table = mod_name in self.TABLES
+            units.append(
+                LayerUnit(
+                    name=mod_name,
+                    params=tuple(n for n, _ in params),
+                    kind="table" if is_table else "dense",
+                    branch=self.branch_of(mod_name),
+                    axis=self.TABLES.get(mod_name),
+                    n_params=sum(p.numel() for _, p in params),
+                    trainable=any(p.requires_grad for _, p in params),
+                )
+            )
+        return units
+
+    def parameter_branches(self) -> dict[str, str]:
+        """Parameter name -> branch name."""
+        return {p: u.branch for u in self.layer_units() for p in u.params}
+
+
+def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
+    """L_BPR = mean −log σ(s_ui − s_uj) = mean softplus(s_uj − s_ui)."""
+    return nn.functional.softplus(neg_scores - pos_scores).mean()
+
+
+def l2_reg(*tensors: Tensor, batch_size: int) -> Tensor:
+    """MMRec's embedding regulariser: Σ ½‖e‖² over the batch's rows, divided by the batch size."""
+    return sum(0.5 * t.pow(2).sum() for t in tensors) / batch_size

@@ -1,0 +1,70 @@
+"""VBPR (He & McAuley, AAAI 2016), the light multimodal backbone, as in MMRec.
+
+s_ui = ⟨[γ_u ; θ_u], [γ_i ; Σ_m E_m f_i^m]⟩ with γ the latent ID factors (d), θ_u the user's visual /
+content preference (d) and E_m a linear projection of modality m's features f^m to d. The sum over
+modalities equals one linear map of the concatenated features (MMRec's VBPR), split per modality so that
+each modality is its own branch. Loss: BPR + reg_weight · ½‖·‖² of the batch's representations.
+VBPR has no interaction-derived structure, so :meth:`rebuild` has nothing to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tru.data.dataset import Pairs, RecDataset
+from tru.models.base import FUSION_BRANCH, ID_BRANCH, Batch, Recommender, bpr_loss, l2_reg
+
+
+class VBPR(Recommender):
+    name = "vbpr"
+    TABLES = {"user_embedding": "user", "item_embedding": "item"}
+
+    def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
+        super().__init__(dataset, config)
+        d = self.embedding_dim
+        self.reg_weight = float(config.get("reg_weight", 1e-4))
+        self.user_embedding = nn.Embedding(self.n_users, 2 * d)
+        self.item_embedding = nn.Embedding(self.n_items, d)
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_embedding.weight)
+        for mod, feat in dataset.features.items():
+            self.register_buffer(f"feat_{mod}", torch.as_tensor(feat, dtype=torch.float32), persistent=False)
+            proj = nn.Linear(feat.shape[1], d)
+            nn.init.xavier_normal_(proj.weight)
+            setattr(self, f"proj_{mod}", proj)
+        self.dropout = float(config.get("dropout", 0.0))
+
+    def rebuild(self, train: Pairs) -> None:
+        """No interaction-derived structures."""
+
+    def _items(self) -> Tensor:
+        content = sum(getattr(self, f"proj_{m}")(getattr(self, f"feat_{m}")) for m in self.modality_names)
+        content = nn.functional.dropout(content, self.dropout, self.training)
+        return torch.cat([self.item_embedding.weight, content], dim=1)
+
+    def forward(self) -> tuple[Tensor, Tensor]:
+        return self.user_embedding.weight, self._items()
+
+    def _scores(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        u_all, i_all = self.forward()
+        u, p, n = u_all[batch.users], i_all[batch.pos], i_all[batch.neg]
+        return (u * p).sum(-1), (u * n).sum(-1), u, p, n
+
+    def calculate_loss(self, batch: Batch) -> Tensor:
+        pos, neg, u, p, n = self._scores(batch)
+        return bpr_loss(pos, neg) + self.reg_weight * l2_reg(u, p, n, batch_size=len(batch.users))
+
+    def auxiliary_loss(self, batch: Batch) -> Tensor:
+        u_all, i_all = self.forward()
+        return self.reg_weight * l2_reg(
+            u_all[batch.users], i_all[batch.pos], i_all[batch.neg], batch_size=len(batch.users)
+        )
+
+    def branches(self) -> dict[str, list[str]]:
+        out = {ID_BRANCH: ["user_embedding", "item_embedding"], FUSION_BRANCH: []}
+        for m in self.modality_names:
+            out[m] = [f"proj_{m}"]
+        return out
