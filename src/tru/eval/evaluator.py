@@ -67,7 +67,7 @@ def iter_ranked(
     n_items = history.shape[1]
     bs = _batch_size(n_items, batch_size)
     k = min(k, n_items)
-    with model.eval_cache():
+    with model.eval_cache(), torch.no_grad():
         for start in range(0, len(users), bs):
             ub = users[start : start + bs]
             scores = model.full_sort_predict(torch.as_tensor(ub, device=device)).float()
@@ -127,3 +127,49 @@ def evaluate(
         ks,
         batch_size,
     )
+
+
+def kth_scores(
+    model: Recommender, users: np.ndarray, masked: sp.csr_matrix, k: int, batch_size: int | None = None
+) -> np.ndarray:
+    """τ_u: the k-th best score of each user with ``masked`` items at −∞ (−∞ if fewer remain)."""
+    out = np.empty(len(users), dtype=np.float64)
+    k = min(k, masked.shape[1])
+    for start, rb in zip(
+        range(0, len(users), _batch_size(masked.shape[1], batch_size)),
+        iter_ranked(model, users, masked, k, batch_size, keep_scores=True),
+    ):
+        top_vals = torch.gather(rb.scores, 1, rb.topk[:, -1:]).squeeze(1)
+        out[start : start + len(rb.users)] = top_vals.double().cpu().numpy()
+    return out
+
+
+def per_pair_hit_rate(
+    model: Recommender,
+    n_users: int,
+    n_items: int,
+    pairs: Pairs,
+    history: Pairs,
+    k: int = 20,
+    batch_size: int | None = None,
+) -> tuple[float, np.ndarray]:
+    """Per-pair HR@k: each pair (u, i) ranked alone among the items not in u's ``history`` and not
+    among u's other ``pairs``: hit iff s_ui ≥ τ_u, the k-th best score with history ∪ pairs masked
+    (ties count as hits). Returns (mean, per-pair 0/1 array aligned with ``pairs``)."""
+    if len(pairs) == 0:
+        return float("nan"), np.zeros(0)
+    masked = history.concat(pairs).csr(n_users, n_items)
+    users, inverse = np.unique(pairs.users, return_inverse=True)
+    tau = kth_scores(model, users, masked, k, batch_size)
+    with model.eval_cache():
+        s = (
+            model.score_pairs(
+                torch.as_tensor(pairs.users, device=model.device),
+                torch.as_tensor(pairs.items, device=model.device),
+            )
+            .double()
+            .cpu()
+            .numpy()
+        )
+    hits = (s >= tau[inverse]).astype(np.float64)
+    return float(hits.mean()), hits

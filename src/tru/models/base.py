@@ -123,7 +123,8 @@ class Recommender(nn.Module, ABC):
         self.eval()
         try:
             with torch.no_grad():
-                self._eval_cache = self.forward()
+                u, i = self.forward()
+                self._eval_cache = (u.detach(), i.detach())
             yield
         finally:
             self._eval_cache = None

@@ -1,0 +1,67 @@
+"""Branch-wise modality scaling (BMS, tru-method.md §5).
+
+Per step, with separate forget and retain gradients g_f, g_r, per branch b (from the backbone's
+``branches()``): F_b = ‖g_f on b‖, R_b = ‖g_r on b‖, P_b = ‖θ_b‖, each an EMA (decay 0.9);
+ρ_b = F_b / (P_b + ε), ψ_b = R_b / Σ_b' R_b'.
+
+    α_b = clip( (median ρ / ρ_b)^γ · (mean ψ / ψ_b)^η , α_min, 1 )
+
+The forget gradient of every parameter of branch b is scaled by α_b; the retain gradient never is.
+A branch that absorbs a disproportionate share of the reversal relative to its size (large ρ_b), or on
+which retained users depend heavily (large ψ_b), is damped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+
+class BranchScaler:
+    def __init__(self, param_branch: dict[str, str], cfg: dict[str, Any]) -> None:
+        self.param_branch = param_branch
+        self.branches = sorted(set(param_branch.values()))
+        self.decay = float(cfg.get("bms_decay", 0.9))
+        self.gamma = float(cfg.get("gamma", 1.0))
+        self.eta = float(cfg.get("eta", 0.5))
+        self.alpha_min = float(cfg.get("alpha_min", 0.1))
+        self.eps = 1e-12
+        self.ema: dict[str, np.ndarray] = {}
+        self.alpha: dict[str, float] = {b: 1.0 for b in self.branches}
+
+    def _norms(self, tensors: dict[str, Tensor | None]) -> np.ndarray:
+        sq = dict.fromkeys(self.branches, 0.0)
+        for name, t in tensors.items():
+            if t is not None and name in self.param_branch:
+                sq[self.param_branch[name]] += float(t.detach().float().pow(2).sum())
+        return np.sqrt(np.array([sq[b] for b in self.branches]))
+
+    def update(
+        self, g_f: dict[str, Tensor | None], g_r: dict[str, Tensor | None], params: dict[str, Tensor]
+    ) -> dict[str, float]:
+        """Update the EMAs from this step's gradients and return α_b per branch."""
+        now = {"F": self._norms(g_f), "R": self._norms(g_r), "P": self._norms(params)}
+        for key, val in now.items():
+            prev = self.ema.get(key)
+            self.ema[key] = val if prev is None else self.decay * prev + (1 - self.decay) * val
+        f, r, p = self.ema["F"], self.ema["R"], self.ema["P"]
+        rho = f / (p + self.eps)
+        psi = r / (r.sum() + self.eps)
+        active = rho > 0
+        if not active.any():
+            self.alpha = {b: 1.0 for b in self.branches}
+            return self.alpha
+        rho_ratio = np.where(active, np.median(rho[active]) / np.maximum(rho, self.eps), 1.0)
+        psi_mean = psi[active].mean()
+        psi_ratio = np.where(psi > 0, psi_mean / np.maximum(psi, self.eps), 1.0)
+        alpha = np.clip(rho_ratio**self.gamma * psi_ratio**self.eta, self.alpha_min, 1.0)
+        self.alpha = {b: float(a) for b, a in zip(self.branches, alpha)}
+        return self.alpha
+
+    def scale(self, g_f: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
+        return {
+            n: (g * self.alpha[self.param_branch[n]] if g is not None and n in self.param_branch else g)
+            for n, g in g_f.items()
+        }

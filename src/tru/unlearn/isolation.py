@@ -1,0 +1,201 @@
+"""Capacity-aware layer isolation (CLI) and the layer-sensitivity probe (tru-method.md §6).
+
+Units are the backbone's ``layer_units()``: dense modules, and embedding / feature tables split into the
+rows a request touches (forget users, target items, items of D_f, and their 1-hop neighbours in the
+D_r graph) and all other rows. Over P probe batches the forget and retain gradients are accumulated per
+unit and scored by
+
+    S_l = (‖g_f,l‖ / √n_l) / (‖g_r,l‖ / √n_l + ε),   n_l = the unit's parameter count ("capacity").
+
+Selection: always the touched rows of ID tables; then the other units by S_l, greedily, while their
+parameters fit a budget ρ_cap of the non-ID trainable parameters (at least one dense unit). Untouched
+rows and raw feature tables are eligible only when their score ranks in the top ``top_free``.
+Isolation zeroes the forget gradient outside the selected units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tru.forget.spec import ForgetSpec
+from tru.models.base import ID_BRANCH, Recommender
+from tru.unlearn.losses import PairStream, pair_scores, reverse_bpr
+
+EPS = 1e-12
+
+
+@dataclass
+class UnitPart:
+    """A scored part of a unit: a whole dense module, or the touched / other rows of a table."""
+
+    unit: str
+    part: str  # "all" | "touched" | "other"
+    kind: str
+    branch: str
+    axis: str | None
+    n_params: int
+    forget_norm: float = 0.0
+    retain_norm: float = 0.0
+    score: float = 0.0
+    rank: int = 0
+    selected: bool = False
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.unit if self.part == "all" else f"{self.unit}[{self.part}]"
+
+
+def touched_rows(spec: ForgetSpec, n_users: int, n_items: int) -> dict[str, np.ndarray]:
+    """Boolean row masks for the ``user`` and ``item`` axes of the rows a request touches."""
+    users = np.zeros(n_users, dtype=bool)
+    items = np.zeros(n_items, dtype=bool)
+    users[spec.users] = True
+    users[spec.forget.users] = True
+    items[spec.items] = True
+    items[spec.forget.items] = True
+    r = spec.retain
+    # 1-hop neighbours in the D_r graph: items of touched users, users of touched items
+    seed_users, seed_items = users.copy(), items.copy()
+    items[r.items[seed_users[r.users]]] = True
+    users[r.users[seed_items[r.items]]] = True
+    return {"user": users, "item": items}
+
+
+def _unit_parts(model: Recommender, touched: dict[str, np.ndarray]) -> list[tuple[UnitPart, list[str]]]:
+    parts = []
+    for unit in model.layer_units():
+        if not unit.trainable:
+            continue
+        if unit.kind == "table" and unit.axis in touched:
+            rows = touched[unit.axis]
+            per_row = unit.n_params // max(len(rows), 1)
+            n_t = int(rows.sum()) * per_row
+            parts.append(
+                (UnitPart(unit.name, "touched", "table", unit.branch, unit.axis, n_t), list(unit.params))
+            )
+            parts.append(
+                (
+                    UnitPart(unit.name, "other", "table", unit.branch, unit.axis, unit.n_params - n_t),
+                    list(unit.params),
+                )
+            )
+        else:
+            parts.append(
+                (UnitPart(unit.name, "all", "dense", unit.branch, None, unit.n_params), list(unit.params))
+            )
+    return parts
+
+
+def _row_mask(param: Tensor, rows: np.ndarray, part: str) -> Tensor:
+    m = torch.as_tensor(rows if part == "touched" else ~rows, device=param.device)
+    return m.reshape(-1, *([1] * (param.dim() - 1))).to(param.dtype)
+
+
+def probe(
+    model: Recommender,
+    spec: ForgetSpec,
+    forget_stream: PairStream,
+    retain_stream: PairStream,
+    cfg: dict[str, Any],
+) -> list[UnitPart]:
+    """Accumulate forget / retain gradients over ``probe_batches`` batches and score every unit part."""
+    touched = touched_rows(spec, model.n_users, model.n_items)
+    parts = _unit_parts(model, touched)
+    named = dict(model.named_parameters())
+    names = [n for n, p in named.items() if p.requires_grad]
+    acc_f = {n: torch.zeros_like(named[n]) for n in names}
+    acc_r = {n: torch.zeros_like(named[n]) for n in names}
+    model.train()
+    for _ in range(int(cfg.get("probe_batches", 20))):
+        bf, br = forget_stream.next(), retain_stream.next()
+        pos, neg = pair_scores(model, bf)
+        gf = torch.autograd.grad(reverse_bpr(pos, neg), [named[n] for n in names], allow_unused=True)
+        gr = torch.autograd.grad(model.calculate_loss(br), [named[n] for n in names], allow_unused=True)
+        for n, a, b in zip(names, gf, gr):
+            if a is not None:
+                acc_f[n] += a
+            if b is not None:
+                acc_r[n] += b
+    for part, pnames in parts:
+        fsq = rsq = 0.0
+        for n in pnames:
+            if n not in acc_f:
+                continue
+            gf_n, gr_n = acc_f[n], acc_r[n]
+            if part.part != "all":
+                mask = _row_mask(gf_n, touched[part.axis], part.part)  # type: ignore[index]
+                gf_n, gr_n = gf_n * mask, gr_n * mask
+            fsq += float(gf_n.pow(2).sum())
+            rsq += float(gr_n.pow(2).sum())
+        root_n = max(part.n_params, 1) ** 0.5
+        part.forget_norm, part.retain_norm = fsq**0.5, rsq**0.5
+        part.score = (part.forget_norm / root_n) / (part.retain_norm / root_n + EPS) if part.n_params else 0.0
+    return select([p for p, _ in parts], cfg)
+
+
+def select(parts: list[UnitPart], cfg: dict[str, Any]) -> list[UnitPart]:
+    """Apply the selection rule (see module docstring); fills ``selected``, ``rank`` and ``reason``."""
+    ratio = float(cfg.get("capacity_ratio", 0.2))
+    top_free = int(cfg.get("top_free", 3))
+    non_id = sum(p.n_params for p in parts if p.branch != ID_BRANCH)
+    budget = ratio * non_id
+    ranked = sorted(parts, key=lambda p: -p.score)
+    for r, p in enumerate(ranked, 1):
+        p.rank = r
+    used = 0
+    for p in ranked:
+        if p.branch == ID_BRANCH and p.part == "touched":
+            p.selected, p.reason = True, "touched rows of an ID table"
+    for p in ranked:
+        if p.selected or p.n_params == 0 or p.score <= 0:
+            continue
+        restricted = p.part == "other" or (p.kind == "table" and p.branch != ID_BRANCH)
+        if restricted and p.rank > top_free:
+            continue
+        if used + p.n_params <= budget:
+            p.selected, p.reason = True, f"score rank {p.rank} within the {ratio:.0%} capacity budget"
+            used += p.n_params
+    if not any(p.selected and p.kind == "dense" for p in parts):
+        dense = [p for p in ranked if p.kind == "dense" and p.n_params]
+        if dense:
+            dense[0].selected, dense[0].reason = True, "best dense unit (at least one dense unit)"
+    return parts
+
+
+def build_masks(model: Recommender, parts: list[UnitPart], spec: ForgetSpec) -> dict[str, Tensor | None]:
+    """Parameter name → gradient mask (None = the whole parameter). Parameters absent are frozen."""
+    touched = touched_rows(spec, model.n_users, model.n_items)
+    named = dict(model.named_parameters())
+    units = {u.name: u for u in model.layer_units()}
+    masks: dict[str, Tensor | None] = {}
+    for p in parts:
+        if not p.selected:
+            continue
+        for n in units[p.unit].params:
+            if p.part == "all":
+                masks[n] = None
+                continue
+            if n in masks and masks[n] is None:
+                continue
+            m = _row_mask(named[n], touched[p.axis], p.part)  # type: ignore[index]
+            masks[n] = m if n not in masks else torch.clamp(masks[n] + m, max=1.0)  # type: ignore[operator]
+    return masks
+
+
+def sensitivity_report(parts: list[UnitPart], cfg: dict[str, Any]) -> dict[str, Any]:
+    total = sum(p.n_params for p in parts)
+    non_id = sum(p.n_params for p in parts if p.branch != ID_BRANCH)
+    return {
+        "capacity_ratio": float(cfg.get("capacity_ratio", 0.2)),
+        "probe_batches": int(cfg.get("probe_batches", 20)),
+        "params_total": total,
+        "params_non_id": non_id,
+        "params_selected": sum(p.n_params for p in parts if p.selected),
+        "units": [asdict(p) | {"label": p.label} for p in sorted(parts, key=lambda p: p.rank)],
+    }

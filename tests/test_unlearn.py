@@ -1,0 +1,146 @@
+"""Unlearning methods: the equivalences the method spec demands, and that isolation really freezes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tru.config import load_config
+from tru.data.dataset import Pairs
+from tru.eval.evaluator import per_pair_hit_rate
+from tru.forget.spec import ForgetSpec
+from tru.models import build_backbone
+from tru.train.trainer import Trainer
+from tru.unlearn.api import run_unlearning, unlearn_config
+from tru.unlearn.isolation import touched_rows
+
+
+def interaction_spec(ds, frac: float = 0.1, seed: int = 0) -> ForgetSpec:
+    rng = np.random.default_rng(seed)
+    tr = ds.train
+    pick = rng.random(len(tr)) < frac
+    # keep at least one train item per user
+    first = np.unique(tr.users, return_index=True)[1]
+    pick[first] = False
+    return ForgetSpec(
+        "interaction",
+        tr.subset(pick),
+        tr.subset(~pick),
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        ds.valid,
+        ds.test,
+        ["r1"],
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tru.data.dataset import load_dataset, write_dataset
+
+    from .conftest import make_tiny_frame
+
+    df, feats = make_tiny_frame()
+    folder = tmp_path_factory.mktemp("u") / "tiny"
+    write_dataset(folder, "tiny", df, feats)
+    ds = load_dataset(folder, validate=False)
+    cfg = load_config("vbpr", overrides={"epochs": 20, "seed": 3, "train_batch_size": 256, "device": "cpu"})
+    model = build_backbone("vbpr", ds, cfg)
+    Trainer(model, ds, cfg, log=lambda _s: None).fit()
+    return ds, model, cfg
+
+
+def _run(method, trained, spec, **over):
+    ds, model, cfg = trained
+    ucfg = unlearn_config(
+        cfg,
+        {
+            "max_steps": 30,
+            "check_every": 10,
+            "forget_batch_size": 128,
+            "retain_batch_size": 256,
+            "stop_on_target": False,
+            "min_retain_ratio": 0.0,
+            **over,
+        },
+    )
+    return run_unlearning(method, model, ds, spec, cfg, ucfg)
+
+
+def _same(a, b) -> bool:
+    return all(
+        torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values())
+    )
+
+
+def test_tru_with_components_off_is_mmrecun(trained) -> None:
+    spec = interaction_spec(trained[0])
+    a = _run("tru", trained, spec, rfg=False, bms=False, cli=False)
+    b = _run("mmrecun", trained, spec)
+    assert a.report["steps"] == b.report["steps"] == 30
+    assert _same(a, b)
+    c = _run("tru", trained, spec, rfg=True, bms=False, cli=False)
+    assert not _same(a, c)  # and the switch really switches something
+
+
+def test_tru_with_zero_forget_weight_is_finetuning(trained) -> None:
+    spec = interaction_spec(trained[0])
+    a = _run("tru", trained, spec, rfg=False, bms=False, cli=False, lambda_f=0.0)
+    b = _run("finetune", trained, spec)
+    assert _same(a, b)
+
+
+def test_isolation_freezes_what_it_does_not_select(trained) -> None:
+    ds, model, _ = trained
+    spec = interaction_spec(ds)
+    out = _run("tru", trained, spec, rfg=False, bms=False, cli=True)
+    sens = out.report["sensitivity"]
+    selected = {(u["unit"], u["part"]) for u in sens["units"] if u["selected"]}
+    assert ("user_embedding", "touched") in selected
+    touched = touched_rows(spec, ds.n_users, ds.n_items)
+    before, after = dict(model.named_parameters()), dict(out.model.named_parameters())
+    for u in sens["units"]:
+        name = f"{u['unit']}.weight"
+        if u["kind"] == "table":
+            rows = touched[u["axis"]] if u["part"] == "touched" else ~touched[u["axis"]]
+            same = torch.equal(before[name][rows], after[name][rows])
+            assert same != u["selected"] or not rows.any(), u["label"]
+        elif not u["selected"]:
+            for pn in (n for n in before if n.startswith(u["unit"] + ".")):
+                assert torch.equal(before[pn], after[pn]), pn
+    assert out.report["params_changed"] < out.report["params_total"]
+
+
+def test_reverse_update_lowers_forget_hit_rate(trained) -> None:
+    ds, model, _ = trained
+    spec = interaction_spec(ds)
+    hr0, _ = per_pair_hit_rate(model, ds.n_users, ds.n_items, spec.forget, spec.retain, 20)
+    for method in ("mmrecun", "tru", "gradient_ascent"):
+        out = _run(method, trained, spec)
+        hr, _ = per_pair_hit_rate(out.model, ds.n_users, ds.n_items, spec.forget, spec.retain, 20)
+        assert hr < hr0, method
+    assert out.report["seconds"] > 0 and out.report["params_changed"] > 0
+
+
+def test_bms_logs_branch_scales(trained) -> None:
+    spec = interaction_spec(trained[0])
+    out = _run("tru", trained, spec)
+    hist = out.report["alpha_history"]
+    assert hist and set(hist[-1]["alpha"]) >= {"id", "image", "text"}
+    assert all(0.1 - 1e-9 <= a <= 1.0 for h in hist for a in h["alpha"].values())
+
+
+def test_empty_forget_set_is_noop(trained) -> None:
+    ds = trained[0]
+    spec = ForgetSpec(
+        "interaction",
+        Pairs(np.zeros(0), np.zeros(0)),
+        ds.train,
+        np.zeros(0, np.int64),
+        np.zeros(0, np.int64),
+        ds.valid,
+        ds.test,
+    )
+    out = _run("tru", trained, spec)
+    assert out.report["params_changed"] == 0
