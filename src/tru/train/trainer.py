@@ -32,7 +32,9 @@ def configure_determinism(device: torch.device, deterministic: bool) -> None:
     backward otherwise accumulates in a thread-dependent order). On CUDA they are opt-in (slower, and
     sparse kernels may lack a deterministic variant: warn only)."""
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+        # torch.use_deterministic_algorithms also imports torch._inductor (seconds) only to set a compiler
+        # flag that eager execution never reads; set the eager switch directly.
+        torch._C._set_deterministic_algorithms(True, warn_only=device.type != "cpu")
 
 
 class TrainingError(RuntimeError):

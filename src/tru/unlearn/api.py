@@ -75,8 +75,9 @@ def run_unlearning(
     else:
         configure_determinism(original.device, bool(model_config.get("deterministic", True)))
         target = forget_target(original, dataset, spec)
+        # same protocol as the checks during unlearning: D_r history masked
         original_valid = evaluate_pairs(
-            original, dataset.n_users, dataset.n_items, spec.valid, dataset.train, [20]
+            original, dataset.n_users, dataset.n_items, spec.valid, spec.retain, [20]
         )["recall@20"]
         model = copy.deepcopy(original)
         model.rebuild(spec.retain)

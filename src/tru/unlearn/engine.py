@@ -120,7 +120,9 @@ def run_engine(
     check_every = max(1, int(cfg.get("check_every", 25)))
     refresh_every = int(cfg.get("gate_refresh", 50))
     batches_per_epoch = max(1, -(-len(spec.retain) // bs_r))
-    reprobe_steps = int(cfg.get("reprobe_epochs", 2)) * batches_per_epoch
+    reprobe_steps = max(
+        int(cfg.get("reprobe_epochs", 2)) * batches_per_epoch, int(cfg.get("reprobe_min_steps", 100))
+    )
     history: list[dict[str, Any]] = []
     alpha_history: list[dict[str, Any]] = []
     good_state = copy.deepcopy(model.state_dict())

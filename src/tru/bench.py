@@ -1,0 +1,268 @@
+"""The unlearning benchmark: backbone × dataset × regime × method (+ TRU ablations) × seeds.
+
+Resumable: every finished cell appends one row to ``results.csv`` (keyed by dataset, backbone, regime,
+strategy, ratio, seed, method); a rerun skips the keys already there. Per (dataset, backbone, seed) the
+original model is trained once and cached under ``OUT/models``; per (…, regime) the requests are
+generated once and the retrained model (the gold standard) is trained once, and every method is timed
+against it in the same run. ``summarise`` writes ``results.md`` (mean ± std over seeds) and the
+retain-vs-forget trade-off plot.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tru.checkpoint import load_run, save_run
+from tru.config import load_config
+from tru.data.dataset import RecDataset, load_dataset
+from tru.eval.evaluator import evaluate_pairs, per_pair_hit_rate
+from tru.forget.generate import generate_requests
+from tru.forget.requests import resolve_requests, write_requests
+from tru.models import build_backbone
+from tru.train.trainer import Trainer
+from tru.unlearn.api import run_unlearning, unlearn_config
+from tru.utils import LOG
+
+ABLATIONS = {"tru-no-rfg": {"rfg": False}, "tru-no-bms": {"bms": False}, "tru-no-cli": {"cli": False}}
+METHODS = ("retrain", "finetune", "gradient_ascent", "mmrecun", "tru")
+KEY = ("dataset", "backbone", "regime", "strategy", "ratio", "seed", "method")
+COLUMNS = (
+    *KEY,
+    "seconds",
+    "time_ratio",
+    "steps",
+    "params_changed",
+    "params_total",
+    "retain_recall@20",
+    "retain_ndcg@20",
+    "forget_hr@20",
+    "forget_recall@20",
+    "mia_auc",
+    "stop_reason",
+)
+
+
+@dataclass
+class BenchConfig:
+    datasets: list[str]
+    backbones: list[str] = field(default_factory=lambda: ["mgcn", "miggt"])
+    regimes: list[str] = field(default_factory=lambda: ["user", "item", "interaction"])
+    methods: list[str] = field(default_factory=lambda: [*METHODS, *ABLATIONS])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    strategy: str = "random"
+    ratio: float = 0.05
+    epochs: int | None = None
+    unlearn: dict[str, Any] = field(default_factory=dict)
+    mia_seeds: int = 3
+
+
+def _done(path: Path) -> set[tuple[str, ...]]:
+    if not path.is_file():
+        return set()
+    with open(path, newline="") as fh:
+        return {tuple(row[k] for k in KEY) for row in csv.DictReader(fh)}
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _original(ds: RecDataset, backbone: str, seed: int, epochs: int | None, cache: Path) -> tuple[Any, dict]:
+    folder = cache / f"{ds.name}-{backbone}-s{seed}"
+    cfg = load_config(backbone, ds.name, overrides={"seed": seed, "epochs": epochs})
+    if (folder / "model.pt").is_file():
+        run = load_run(folder, ds)
+        return run.model, run.config
+    model = build_backbone(backbone, ds, cfg)
+    result = Trainer(model, ds, cfg).fit()
+    save_run(
+        folder,
+        model,
+        cfg,
+        ds,
+        metrics={"valid": result.best_valid, "test": result.test},
+        extra={"training": result.to_dict()},
+    )
+    return model, cfg
+
+
+def _mia(model: Any, ds: RecDataset, spec: Any, seeds: int) -> float:
+    try:
+        from tru.certify.mia import interaction_mia
+    except ImportError:  # certification module not installed: leave the column empty
+        return float("nan")
+    return float(interaction_mia(model, ds, spec, seeds=tuple(range(seeds)))["auc"])
+
+
+def cell_metrics(model: Any, ds: RecDataset, spec: Any, mia_seeds: int) -> dict[str, float]:
+    n_u, n_i = ds.n_users, ds.n_items
+    retain = evaluate_pairs(model, n_u, n_i, spec.test, spec.retain, [20])
+    forget = evaluate_pairs(model, n_u, n_i, spec.forget, spec.retain, [20])
+    return {
+        "retain_recall@20": retain["recall@20"],
+        "retain_ndcg@20": retain["ndcg@20"],
+        "forget_recall@20": forget["recall@20"],
+        "forget_hr@20": per_pair_hit_rate(model, n_u, n_i, spec.forget, spec.retain, 20)[0],
+        "mia_auc": _mia(model, ds, spec, mia_seeds),
+    }
+
+
+def run_bench(cfg: BenchConfig, out: Path) -> Path:
+    """Run every missing cell of the matrix; returns the results CSV."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.csv"
+    done = _done(results)
+    for data_dir, backbone, seed in itertools.product(cfg.datasets, cfg.backbones, cfg.seeds):
+        ds = load_dataset(Path(data_dir))
+        original = None
+        for regime in cfg.regimes:
+            keys = {
+                m: (ds.name, backbone, regime, cfg.strategy, str(cfg.ratio), str(seed), m)
+                for m in ["original", *cfg.methods]
+            }
+            if all(k in done for k in keys.values()):
+                continue
+            if original is None:
+                original, model_cfg = _original(ds, backbone, seed, cfg.epochs, out / "models")
+            reqs = generate_requests(ds, regime, cfg.strategy, cfg.ratio, seed)
+            (out / "requests").mkdir(exist_ok=True)
+            write_requests(out / "requests" / f"{ds.name}-{regime}-{cfg.strategy}-s{seed}.csv", reqs)
+            spec = resolve_requests(ds, reqs)
+            base = {
+                "dataset": ds.name,
+                "backbone": backbone,
+                "regime": regime,
+                "strategy": cfg.strategy,
+                "ratio": cfg.ratio,
+                "seed": seed,
+            }
+            if keys["original"] not in done:
+                _append(
+                    results,
+                    {
+                        **base,
+                        "method": "original",
+                        "seconds": 0,
+                        "steps": 0,
+                        "params_changed": 0,
+                        **cell_metrics(original, ds, spec, cfg.mia_seeds),
+                    },
+                )
+            retrain_seconds = _retrain_seconds(results, base)
+            for method in cfg.methods:
+                if keys[method] in done:
+                    continue
+                name = "tru" if method in ABLATIONS else method
+                ucfg = unlearn_config(model_cfg, {**cfg.unlearn, **ABLATIONS.get(method, {}), "seed": seed})
+                LOG.info("bench %s %s %s seed %d: %s", ds.name, backbone, regime, seed, method)
+                t0 = time.perf_counter()
+                outcome = run_unlearning(name, original, ds, spec, model_cfg, ucfg)
+                seconds = outcome.report.get("seconds", time.perf_counter() - t0)
+                if method == "retrain":
+                    retrain_seconds = seconds
+                row = {
+                    **base,
+                    "method": method,
+                    "seconds": round(seconds, 3),
+                    "time_ratio": round(seconds / retrain_seconds, 4) if retrain_seconds else "",
+                    "steps": outcome.report["steps"],
+                    "params_changed": outcome.report["params_changed"],
+                    "params_total": outcome.report["params_total"],
+                    "stop_reason": outcome.report["stop_reason"],
+                    **cell_metrics(outcome.model, ds, spec, cfg.mia_seeds),
+                }
+                _append(results, row)
+    return results
+
+
+def _retrain_seconds(results: Path, base: dict[str, Any]) -> float | None:
+    if not results.is_file():
+        return None
+    df = pd.read_csv(results)
+    sel = df[
+        (df["method"] == "retrain")
+        & (df["dataset"] == base["dataset"])
+        & (df["backbone"] == base["backbone"])
+        & (df["regime"] == base["regime"])
+        & (df["seed"] == base["seed"])
+    ]
+    return float(sel["seconds"].iloc[-1]) if len(sel) else None
+
+
+SUMMARY_METRICS = ("retain_recall@20", "forget_hr@20", "mia_auc", "time_ratio")
+
+
+def summarise(results: Path, out: Path | None = None) -> Path:
+    """Markdown table of mean ± std over seeds, per dataset × backbone × regime × method, plus the
+    retain-vs-forget trade-off plot; returns the Markdown path."""
+    df = pd.read_csv(results)
+    out = out or results.parent
+    order = {m: i for i, m in enumerate(["original", *METHODS, *ABLATIONS])}
+    lines = [
+        "| dataset | backbone | regime | method | n | " + " | ".join(SUMMARY_METRICS) + " |",
+        "|" + "---|" * (5 + len(SUMMARY_METRICS)),
+    ]
+    groups = df.groupby(["dataset", "backbone", "regime", "method"], sort=False)
+    rows = sorted(groups, key=lambda g: (*g[0][:3], order.get(g[0][3], 99)))
+    for (dset, bb, regime, method), g in rows:
+        cells = []
+        for m in SUMMARY_METRICS:
+            vals = pd.to_numeric(g[m], errors="coerce").dropna()
+            cells.append(
+                "—" if vals.empty else f"{vals.mean():.4f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.4f}"
+            )
+        lines.append(f"| {dset} | {bb} | {regime} | {method} | {len(g)} | " + " | ".join(cells) + " |")
+    md = out / "results.md"
+    md.write_text("\n".join(lines) + "\n")
+    _plot_tradeoff(df, out / "tradeoff.png")
+    return md
+
+
+def _plot_tradeoff(df: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(df.groupby(["dataset", "backbone", "regime"]))
+    cols = min(3, len(panels)) or 1
+    rows = -(-len(panels) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    markers = dict(zip(["original", *METHODS, *ABLATIONS], "*osD^vPXp"))
+    for ax, ((dset, bb, regime), g) in zip(axes.flat, panels):
+        for method, gm in g.groupby("method"):
+            x = pd.to_numeric(gm["forget_hr@20"], errors="coerce")
+            y = pd.to_numeric(gm["retain_recall@20"], errors="coerce")
+            ax.errorbar(
+                x.mean(),
+                y.mean(),
+                xerr=np.nan_to_num(x.std()),
+                yerr=np.nan_to_num(y.std()),
+                marker=markers.get(method, "o"),
+                label=method,
+                capsize=2,
+                linestyle="none",
+            )
+        ax.set_title(f"{dset} / {bb} / {regime}", fontsize=9)
+        ax.set_xlabel("forget HR@20 (per pair; retrain = target)")
+        ax.set_ylabel("retain Recall@20")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
