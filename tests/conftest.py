@@ -15,7 +15,9 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("ITERATIVE_DO_NOT_TRACK", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-torch.set_num_threads(2)
+# small test data: one thread avoids OpenMP barrier overhead (and spin-waits on a busy machine)
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 LFM2K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfm2k"
 

@@ -1,0 +1,183 @@
+"""Certification policy: the thresholds a certificate is checked against, read from YAML, and the checks.
+
+Policy file (YAML mapping; every key optional; unknown keys are an error)::
+
+    mia_auc_tolerance: 0.05        # |AUC_unlearned − AUC_reference| ≤ tol (interaction-level audit)
+    user_mia_auc_tolerance: 0.05   # the same for the user-level audit (user regime); null: not checked
+    retain_recall_min_ratio: 0.97  # retain Recall@20 ≥ ratio · reference's
+    forget_hr_max_excess: 0.02     # forget HR@20 ≤ reference + excess   (under-forgetting)
+    forget_hr_max_deficit: 0.05    # forget HR@20 ≥ reference − deficit  (over-forgetting is a leak too)
+    max_time_ratio: null           # unlearning seconds ≤ ratio · retrain seconds; null: not checked
+    allow_retrain_free: true       # false: a certificate without a retrained model fails
+
+The reference is the retrained model (retrain comparison) or, without one, the retrain-free targets of
+tru-method.md §7 (forget HR@20 target; MIA AUC 0.5 or the re-initialised proxy's; the original model's
+retain Recall@20), which is weaker evidence."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tru.data.dataset import DataError
+
+
+@dataclass(frozen=True)
+class Policy:
+    mia_auc_tolerance: float = 0.05
+    user_mia_auc_tolerance: float | None = 0.05
+    retain_recall_min_ratio: float = 0.97
+    forget_hr_max_excess: float = 0.02
+    forget_hr_max_deficit: float = 0.05
+    max_time_ratio: float | None = None
+    allow_retrain_free: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_OPTIONAL = {"user_mia_auc_tolerance", "max_time_ratio"}
+
+
+def policy_from_dict(raw: Any, where: str = "policy") -> Policy:
+    """Build a :class:`Policy`, refusing unknown keys and values of the wrong type or sign."""
+    if raw is None:
+        return Policy()
+    if not isinstance(raw, dict):
+        raise DataError(f"{where}: expected a YAML mapping of policy keys, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(Policy)}
+    values: dict[str, Any] = {}
+    for key, val in raw.items():
+        if key not in known:
+            raise DataError(
+                f"{where}: unknown policy key '{key}'; expected one of {', '.join(sorted(known))}"
+            )
+        if key == "allow_retrain_free":
+            if not isinstance(val, bool):
+                raise DataError(f"{where}: policy key '{key}' must be true or false, got {val!r}")
+            values[key] = val
+            continue
+        if val is None and key in _OPTIONAL:
+            values[key] = None
+            continue
+        if isinstance(val, bool) or not isinstance(val, int | float) or not math.isfinite(val) or val < 0:
+            raise DataError(f"{where}: policy key '{key}' must be a non-negative number, got {val!r}")
+        values[key] = float(val)
+    return Policy(**values)
+
+
+def load_policy(path: Path | str | None) -> Policy:
+    """Read a policy YAML file (``None``: the defaults)."""
+    if path is None:
+        return Policy()
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: policy file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML: {exc}") from exc
+    return policy_from_dict(raw, str(path))
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    value: float | None
+    bound: str
+    message: str
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def run_checks(
+    policy: Policy,
+    unlearned: dict[str, Any],
+    reference: dict[str, Any],
+    ref_name: str,
+    efficiency: dict[str, Any] | None = None,
+    retrain_free: bool = False,
+) -> list[Check]:
+    """Apply every threshold. ``unlearned`` and ``reference`` hold ``mia_auc``, ``forget_hr@20``,
+    ``retain_recall@20`` and optionally ``user_mia_auc``; a value needed by a check but missing fails it."""
+    checks: list[Check] = []
+
+    def add(name: str, ok: bool, value: float | None, bound: str, what: str) -> None:
+        verdict = "ok" if ok else "FAILED"
+        checks.append(Check(name, bool(ok), value, bound, f"{what}: {verdict} ({_fmt(value)} vs {bound})"))
+
+    if retrain_free and not policy.allow_retrain_free:
+        add("retrain_required", False, None, "a retrained model", "policy requires a retrain comparison")
+
+    def need(*vals: float | None) -> bool:
+        return not any(_missing(v) for v in vals)
+
+    u_auc, r_auc = unlearned.get("mia_auc"), reference.get("mia_auc")
+    gap = abs(u_auc - r_auc) if need(u_auc, r_auc) else None
+    add(
+        "mia_auc",
+        gap is not None and gap <= policy.mia_auc_tolerance,
+        gap,
+        f"≤ {policy.mia_auc_tolerance:g}",
+        f"|MIA AUC − {ref_name}'s| = |{_fmt(u_auc)} − {_fmt(r_auc)}|",
+    )
+    if policy.user_mia_auc_tolerance is not None and (
+        "user_mia_auc" in unlearned or "user_mia_auc" in reference
+    ):
+        ua, ra = unlearned.get("user_mia_auc"), reference.get("user_mia_auc")
+        ugap = abs(ua - ra) if need(ua, ra) else None
+        add(
+            "user_mia_auc",
+            ugap is not None and ugap <= policy.user_mia_auc_tolerance,
+            ugap,
+            f"≤ {policy.user_mia_auc_tolerance:g}",
+            f"|user-level MIA AUC − {ref_name}'s| = |{_fmt(ua)} − {_fmt(ra)}|",
+        )
+    u_rec, r_rec = unlearned.get("retain_recall@20"), reference.get("retain_recall@20")
+    floor = policy.retain_recall_min_ratio * r_rec if need(r_rec) else None
+    add(
+        "retain_recall@20",
+        need(u_rec, floor) and u_rec >= floor,
+        u_rec,
+        f"≥ {policy.retain_recall_min_ratio:g} × {_fmt(r_rec)} = {_fmt(floor)}",
+        f"retain Recall@20 against {ref_name}'s",
+    )
+    u_hr, r_hr = unlearned.get("forget_hr@20"), reference.get("forget_hr@20")
+    ok = need(u_hr, r_hr)
+    hi = r_hr + policy.forget_hr_max_excess if ok else None
+    lo = r_hr - policy.forget_hr_max_deficit if ok else None
+    add(
+        "forget_hr@20_max",
+        ok and u_hr <= hi,
+        u_hr,
+        f"≤ {_fmt(r_hr)} + {policy.forget_hr_max_excess:g} = {_fmt(hi)}",
+        f"forget HR@20 (under-forgetting) against {ref_name}'s",
+    )
+    add(
+        "forget_hr@20_min",
+        ok and u_hr >= lo,
+        u_hr,
+        f"≥ {_fmt(r_hr)} − {policy.forget_hr_max_deficit:g} = {_fmt(lo)}",
+        f"forget HR@20 (over-forgetting) against {ref_name}'s",
+    )
+    if policy.max_time_ratio is not None:
+        ratio = (efficiency or {}).get("time_ratio")
+        add(
+            "time_ratio",
+            not _missing(ratio) and ratio <= policy.max_time_ratio,
+            ratio,
+            f"≤ {policy.max_time_ratio:g}",
+            "unlearning seconds / retrain seconds",
+        )
+    return checks
