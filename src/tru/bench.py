@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tru.certify.mia import interaction_mia
 from tru.checkpoint import load_run, save_run
 from tru.config import load_config
 from tru.data.dataset import RecDataset, load_dataset
@@ -99,14 +100,6 @@ def _original(ds: RecDataset, backbone: str, seed: int, epochs: int | None, cach
     return model, cfg
 
 
-def _mia(model: Any, ds: RecDataset, spec: Any, seeds: int) -> float:
-    try:
-        from tru.certify.mia import interaction_mia
-    except ImportError:  # certification module not installed: leave the column empty
-        return float("nan")
-    return float(interaction_mia(model, ds, spec, seeds=tuple(range(seeds)))["auc"])
-
-
 def cell_metrics(model: Any, ds: RecDataset, spec: Any, mia_seeds: int) -> dict[str, float]:
     n_u, n_i = ds.n_users, ds.n_items
     retain = evaluate_pairs(model, n_u, n_i, spec.test, spec.retain, [20])
@@ -116,7 +109,7 @@ def cell_metrics(model: Any, ds: RecDataset, spec: Any, mia_seeds: int) -> dict[
         "retain_ndcg@20": retain["ndcg@20"],
         "forget_recall@20": forget["recall@20"],
         "forget_hr@20": per_pair_hit_rate(model, n_u, n_i, spec.forget, spec.retain, 20)[0],
-        "mia_auc": _mia(model, ds, spec, mia_seeds),
+        "mia_auc": float(interaction_mia(model, ds, spec, tuple(range(mia_seeds)))["auc"]),
     }
 
 

@@ -7,6 +7,8 @@
     tru requests generate --data DIR --regime R [--strategy S] [--ratio F] --out CSV
     tru sensitivity --data DIR --model RUN_DIR --requests CSV --out DIR
     tru unlearn --data DIR --model RUN_DIR --requests CSV --method M --out RUN_DIR2
+    tru certify --data DIR --original RUN --unlearned RUN2 [--retrained RUN3] --requests CSV --out DIR
+    tru bench --data DIR [DIR ...] --out DIR
 
 Exit codes: 0 success; 1 invalid data (validation failed); 2 bad input / usage / other error.
 """
@@ -18,13 +20,13 @@ import sys
 from collections.abc import Sequence
 
 from tru import __version__
-from tru.commands import bench, data, train, unlearn
+from tru.commands import bench, certify, data, train, unlearn
 from tru.commands.common import CLIError
 from tru.utils import setup_logging
 
 EXIT_INVALID = 1
 EXIT_ERROR = 2
-GROUPS = (data, train, unlearn, bench)
+GROUPS = (data, train, unlearn, certify, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    from tru.certify import CertifyError
     from tru.checkpoint import CheckpointError
     from tru.config import ConfigError
     from tru.data.dataset import DataError
@@ -53,7 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: invalid data:\n{exc}", file=sys.stderr)
         return EXIT_INVALID
-    except (CLIError, CheckpointError, ConfigError, TrainingError, FileNotFoundError, ValueError) as exc:
+    except (
+        CLIError,
+        CertifyError,
+        CheckpointError,
+        ConfigError,
+        TrainingError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

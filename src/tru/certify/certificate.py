@@ -82,6 +82,10 @@ def open_run(folder: Path | str, dataset: RecDataset, device: str | torch.device
     return ModelRun(load_run(folder, dataset, device=device), folder, read_unlearn_meta(folder))
 
 
+def _as_run(run: ModelRun | Path | str, dataset: RecDataset) -> ModelRun:
+    return run if isinstance(run, ModelRun) else open_run(run, dataset)
+
+
 def _training_seconds(mr: ModelRun) -> float | None:
     sec = (mr.run.meta.get("training") or {}).get("seconds")
     return float(sec) if isinstance(sec, int | float) else None
@@ -137,9 +141,9 @@ def _consistency(name: str, mr: ModelRun, expected: str, what: str, n_items: int
 def certify(
     dataset: RecDataset,
     spec: ForgetSpec,
-    original: ModelRun,
-    unlearned: ModelRun,
-    retrained: ModelRun | None = None,
+    original: ModelRun | Path | str,
+    unlearned: ModelRun | Path | str,
+    retrained: ModelRun | Path | str | None = None,
     policy: Policy | None = None,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     out_dir: Path | str | None = None,
@@ -147,7 +151,8 @@ def certify(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Audit ``unlearned`` for the deletion ``spec`` and return the certificate (a JSON-safe dict); with
-    ``out_dir`` also write it, the HTML report and the plots there atomically."""
+    ``out_dir`` also write it, the HTML report and the plots there atomically. Models are
+    :class:`ModelRun` (see :func:`open_run`) or run folders, loaded on ``dataset``."""
     t0 = time.perf_counter()
     policy = policy or Policy()
     opts = options or AuditOptions()
@@ -158,6 +163,8 @@ def certify(
         raise DataError(f"deletion requests for dataset {dataset.name!r}: D_f is empty, nothing to certify")
     if out_dir is not None:
         check_out(Path(out_dir), overwrite)
+    original, unlearned = _as_run(original, dataset), _as_run(unlearned, dataset)
+    retrained = _as_run(retrained, dataset) if retrained is not None else None
     nu, ni, bs = dataset.n_users, dataset.n_items, opts.batch_size
     notes: list[str] = []
     runs = {"original": original, "unlearned": unlearned} | ({"retrained": retrained} if retrained else {})
@@ -353,6 +360,10 @@ def run_certification(
     and the runs; certify; write ``out_dir``. Every input is checked before anything is written."""
     from tru.data.dataset import load_dataset
     from tru.forget.requests import read_requests, resolve_requests
+    from tru.utils import resolve_device
+
+    if isinstance(device, str) or device is None:
+        device = resolve_device(device or "auto")
 
     check_out(Path(out_dir), overwrite)
     policy = load_policy(policy_path)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from tru.data.dataset import Pairs
-from tru.eval.evaluator import RankedBatch, csr_rows, evaluate_pairs, iter_ranked
+from tru.eval.evaluator import RankedBatch, csr_rows, evaluate_pairs, iter_ranked, per_pair_hit_rate
 from tru.forget.spec import ForgetSpec
 from tru.models.base import ID_BRANCH, Recommender
 
@@ -84,18 +84,12 @@ def per_pair_hits(
     k: int = K,
     batch_size: int | None = None,
 ) -> np.ndarray:
-    """Per-pair hit at K, each target ranked alone: with τ_u the K-th best score of u over the items
-    outside history_u ∪ targets_u (−∞ when fewer remain), hit(u, i) = 1[s_ui ≥ τ_u] (equivalently fewer
-    than K other candidates score strictly above s_ui). Returned in ``targets`` order."""
-    hits = np.zeros(len(targets), dtype=bool)
-    hist = history.csr(n_users, n_items)
-    for blk in pair_blocks(model, targets, hist, batch_size):
-        scores = blk.ranked.scores
-        s_t = scores[blk.rows, blk.items].clone()
-        scores[blk.rows, blk.items] = -torch.inf
-        tau = torch.topk(scores, min(k, n_items), dim=1).values[:, -1]
-        hits[blk.index] = (s_t >= tau[blk.rows]).cpu().numpy()
-    return hits
+    """Per-pair hit at K, each target ranked alone (see :func:`tru.eval.evaluator.per_pair_hit_rate`:
+    hit(u, i) = 1[s_ui ≥ τ_u], τ_u the K-th best score outside history_u ∪ targets_u). In ``targets``
+    order."""
+    if len(targets) == 0:
+        return np.zeros(0, dtype=bool)
+    return per_pair_hit_rate(model, n_users, n_items, targets, history, k, batch_size)[1].astype(bool)
 
 
 def forget_efficacy(

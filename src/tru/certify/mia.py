@@ -2,7 +2,9 @@
 
 **Interaction level.** Features of a pair (u, i), from u's raw scores s_u· over all n items:
 score s_ui; rank percentile r = #{j : s_uj > s_ui} / (n − 1) (0 = top); z = (s_ui − mean s_u·) / std s_u·;
-gap = s_ui − mean of u's top-20 scores; log(1 + popularity of i in D_r). The attack is a logistic
+gap = s_ui − mean of u's top-20 scores; log(1 + popularity of i in D_r), leaving out the pair itself
+for members (otherwise every member has popularity ≥ 1 and a held-out pair may not, a model-free
+leak). The attack is a logistic
 regression on standardised features, trained on the audited model's own scores for a sample of D_r pairs
 (members, label 1) against half of the held-out pairs valid' ∪ test' (non-members, 0), and evaluated as
 ROC AUC on D_f (1) against the other half (0). Each seed draws another member sample and another
@@ -35,7 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from tru.certify.forgetting import empty_history, pair_blocks
-from tru.data.dataset import Pairs
+from tru.data.dataset import Pairs, RecDataset
 from tru.forget.spec import ForgetSpec
 from tru.models.base import Recommender
 
@@ -124,7 +126,9 @@ def interaction_features(
     groups = {"members": pools.members, "heldout": pools.heldout, "forget": pools.forget}
     allp = _pairs_cat(list(groups.values()))
     st = score_statistics(model, allp, n_users, n_items, batch_size)
-    feats = np.column_stack([st[:, :4], np.log1p(popularity[allp.items])])
+    pop = popularity[allp.items].astype(np.float64)
+    pop[: len(pools.members)] -= 1  # leave-one-out: a member's own interaction is not evidence
+    feats = np.column_stack([st[:, :4], np.log1p(np.maximum(pop, 0))])
     out, start = {}, 0
     for name, p in groups.items():
         out[name] = feats[start : start + len(p)]
@@ -317,3 +321,14 @@ def user_audit(
     out = summarise_aucs(aucs, first[0], first[1], n_boot, int(seeds[0]))
     out["n_train"] = first[2]
     return out
+
+
+def interaction_mia(
+    model: Recommender, dataset: RecDataset, spec: ForgetSpec, seeds: Sequence[int] = (0, 1, 2)
+) -> dict[str, object]:
+    """The interaction-level audit of one model in one call (pools seeded by ``seeds[0]``; popularity
+    counted in D_r): what the benchmark records per cell."""
+    pools = interaction_pools(spec, seed=int(seeds[0]))
+    popularity = np.bincount(spec.retain.items, minlength=dataset.n_items)
+    feats = interaction_features(model, pools, popularity, dataset.n_users, dataset.n_items)
+    return interaction_audit(feats, seeds)

@@ -130,12 +130,18 @@ def _esc(x: Any) -> str:
 
 
 def _num(x: Any) -> str:
-    if isinstance(x, bool) or x is None:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
         return _esc(x)
     if isinstance(x, float):
         return "n/a" if math.isnan(x) else f"{x:.4f}"
     if isinstance(x, list) and len(x) == 2 and all(isinstance(v, float) for v in x):
         return f"[{_num(x[0])}, {_num(x[1])}]"
+    if isinstance(x, list) and len(x) > 20:
+        return _esc(", ".join(map(str, x[:20])) + f" … ({len(x) - 20} more)")
+    if isinstance(x, list):
+        return _esc(", ".join(map(str, x)))
     return _esc(x)
 
 

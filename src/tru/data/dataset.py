@@ -115,7 +115,13 @@ class DatasetManifest:
                 spec = {"file": spec}
             if not isinstance(spec, dict) or "file" not in spec:
                 raise DataError(f"{where}: modality '{name}' needs a 'file' field")
-            modalities[str(name)] = Modality(str(name), str(spec["file"]), int(spec.get("dim", -1)))
+            try:
+                dim = int(spec.get("dim", -1))
+            except (TypeError, ValueError) as exc:
+                raise DataError(
+                    f"{where}: modality '{name}' dim must be an integer, got {spec.get('dim')!r}"
+                ) from exc
+            modalities[str(name)] = Modality(str(name), str(spec["file"]), dim)
         return cls(
             name=str(raw["name"]),
             interactions=str(raw["interactions"]),
@@ -155,9 +161,12 @@ def read_inter(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: interaction file not found")
     try:
-        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a tab-separated file: {exc}") from exc
+    if not isinstance(df.index, pd.RangeIndex):  # pandas shifts columns when rows have an extra field
+        raise DataError(f"{path}: line 2 has more fields than the header {list(df.columns)}")
+    return df
 
 
 def write_inter(df: pd.DataFrame, path: Path) -> None:

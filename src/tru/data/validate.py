@@ -222,6 +222,8 @@ def _check_inter(run: _Run, gxe: Any, folder: Path, manifest: DatasetManifest) -
             raise DataError(f"{path}: interaction file not found")
         raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""],
                           skip_blank_lines=False)
+        if not isinstance(raw.index, pd.RangeIndex):  # pandas' implicit index: line 2 is one field longer
+            raise DataError(f"line 2 has more fields than the header's {len(raw.columns)}")
     except (DataError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         run.fail("inter_readable", fname, f"cannot read the interaction file as TSV: {exc}")
         run.skipped.append(f"all checks on {fname} (file unreadable)")

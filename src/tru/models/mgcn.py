@@ -23,14 +23,15 @@ n_items nodes.
   + cl_loss · [InfoNCE_τ(S_i[pos], C_i[pos]) + InfoNCE_τ(S_u[users], C_u[users])], τ = 0.2,
   InfoNCE_τ(a, b) = mean_r −log( exp(â_r·b̂_r/τ) / Σ_c exp(â_r·b̂_c/τ) ) on L2-normalised rows.
 
-Graphs are non-persistent buffers (sparse CSR, with their transposes for the backward pass), so they
-follow ``.to(device)`` and stay out of the state dict. Items removed with
-:meth:`MGCN.drop_items_from_content_graphs` are recorded in the persistent ``dropped_items`` mask, and
-loading a state dict rebuilds the kNN graphs from it.
+Graphs are non-persistent buffers (sparse COO), so they follow ``.to(device)`` and stay out of the state
+dict; products use cached CSR copies of each graph and of its transpose (for the backward pass). Items
+removed with :meth:`MGCN.drop_items_from_content_graphs` are recorded in the persistent ``dropped_items``
+mask, and loading a state dict rebuilds the kNN graphs from it.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -66,12 +67,17 @@ def sparse_mm(adj: Tensor, adj_t: Tensor, dense: Tensor) -> Tensor:
     return _SparseMM.apply(adj, adj_t, dense)
 
 
-def _csr(adj: Tensor) -> Tensor:
-    return adj.coalesce().to_sparse_csr()
+class _CsrCache(dict):
+    """name -> (COO buffer, CSR A, CSR Aᵀ): CSR copies of the sparse graph buffers for fast products.
 
+    An entry is valid while the buffer is the same object (``rebuild`` and ``.to(device)`` replace it).
+    Never copied or pickled (CSR tensors have no storage to deep-copy): a copy starts empty."""
 
-def _csr_t(adj: Tensor) -> Tensor:
-    return adj.coalesce().t().coalesce().to_sparse_csr()
+    def __deepcopy__(self, memo: dict[int, Any]) -> _CsrCache:
+        return _CsrCache()
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (_CsrCache, ())
 
 
 def info_nce(view1: Tensor, view2: Tensor, temperature: float) -> Tensor:
@@ -145,6 +151,7 @@ class MGCN(Recommender):
 
         # graphs: interaction-derived (rebuild) and content-only (kNN on raw features)
         self.register_buffer("dropped_items", torch.zeros(self.n_items, dtype=torch.bool))
+        self._csr = _CsrCache()
         self.rebuild(dataset.train)
         self._build_content_graphs()
         self.register_load_state_dict_post_hook(MGCN._after_load)
@@ -171,9 +178,8 @@ class MGCN(Recommender):
         dev = self.device
         adj = graph.sym_norm_bipartite(train, self.n_users, self.n_items, device=dev)
         r_hat = graph.sym_norm_user_item(train, self.n_users, self.n_items, device=dev)
-        self.register_buffer("norm_adj", _csr(adj), persistent=False)  # symmetric: Âᵀ = Â
-        self.register_buffer("R", _csr(r_hat), persistent=False)
-        self.register_buffer("R_t", _csr_t(r_hat), persistent=False)
+        self.register_buffer("norm_adj", adj, persistent=False)
+        self.register_buffer("R", r_hat, persistent=False)
 
     def _build_content_graphs(self) -> None:
         """S_m = kNN(cos, k) of the raw features of modality m, without the dropped items."""
@@ -183,8 +189,7 @@ class MGCN(Recommender):
         for m in self.modalities:
             feats = torch.as_tensor(self._raw_features[m], dtype=torch.float32, device=dev)
             s = graph.knn_graph(feats, self.knn_k, keep_mask=keep)
-            self.register_buffer(f"knn_{m}", _csr(s), persistent=False)
-            self.register_buffer(f"knn_{m}_t", _csr_t(s), persistent=False)
+            self.register_buffer(f"knn_{m}", s, persistent=False)
 
     def drop_items_from_content_graphs(self, items: Tensor) -> None:
         """Rebuild every kNN graph without ``items`` (no edges in or out); the persistent ``dropped_items``
@@ -202,6 +207,18 @@ class MGCN(Recommender):
         if not torch.equal(module._graph_mask.to(module.dropped_items.device), module.dropped_items):
             module._build_content_graphs()
 
+    def graph(self, name: str) -> tuple[Tensor, Tensor]:
+        """(A, Aᵀ) in CSR form for the sparse COO buffer ``name`` (cached until the buffer changes)."""
+        buf = getattr(self, name)
+        hit = self._csr.get(name)
+        if hit is None or hit[0] is not buf:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                coo = buf.coalesce()
+                hit = (buf, coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr())
+            self._csr[name] = hit
+        return hit[1], hit[2]
+
     # ---------------------------------------------------------------- forward
     def _views(self) -> tuple[Tensor, Tensor]:
         """(C, S): the user-item (content) view and the fused side view, both (N, d)."""
@@ -209,8 +226,10 @@ class MGCN(Recommender):
         # user-item view: C = mean over H⁰..H^L, H^{l+1} = Â Hˡ
         h = torch.cat([self.user_embedding.weight, item_id], dim=0)
         layers = [h]
+        adj, adj_t = self.graph("norm_adj")
+        r_hat, r_hat_t = self.graph("R")
         for _ in range(self.n_ui_layers):
-            h = sparse_mm(self.norm_adj, self.norm_adj, h)
+            h = sparse_mm(adj, adj_t, h)
             layers.append(h)
         content = torch.stack(layers, dim=1).mean(dim=1)
         # item-item views: I_m = S_m^K (E_i ⊙ σ(G_m F_m)), U_m = R̂ I_m
@@ -218,10 +237,10 @@ class MGCN(Recommender):
         for m in self.modalities:
             projected = getattr(self, f"proj_{m}")(getattr(self, f"feat_{m}").weight)
             item_view = item_id * getattr(self, f"purifier_{m}")(projected)
-            adj, adj_t = getattr(self, f"knn_{m}"), getattr(self, f"knn_{m}_t")
+            knn, knn_t = self.graph(f"knn_{m}")
             for _ in range(self.n_layers):
-                item_view = sparse_mm(adj, adj_t, item_view)
-            user_view = sparse_mm(self.R, self.R_t, item_view)
+                item_view = sparse_mm(knn, knn_t, item_view)
+            user_view = sparse_mm(r_hat, r_hat_t, item_view)
             views.append(torch.cat([user_view, item_view], dim=0))
         stacked = torch.stack(views, dim=0)  # (M, N, d)
         # behaviour-aware fuser
