@@ -98,6 +98,20 @@ class Recommender(nn.Module, ABC):
     def calculate_loss(self, batch: Batch) -> Tensor:
         """The backbone's full training loss on a BPR batch (BPR + regulariser + auxiliary losses)."""
 
+    def training_state(self) -> Any:
+        """One training-mode forward pass that several losses of one optimiser step can share (the
+        unlearning engine scores a D_f batch and computes the retain loss on a D_r batch from it).
+        Default: ``forward()``; backbones whose loss needs more than the final embeddings return more."""
+        return self.forward()
+
+    def state_embeddings(self, state: Any) -> tuple[Tensor, Tensor]:
+        """The final (user, item) representations inside a :meth:`training_state`."""
+        return state[0], state[1]
+
+    def loss_from_state(self, state: Any, batch: Batch) -> Tensor:
+        """``calculate_loss(batch)`` computed from a :meth:`training_state` (default: recomputed)."""
+        return self.calculate_loss(batch)
+
     def auxiliary_loss(self, batch: Batch) -> Tensor:
         """Regulariser and auxiliary losses alone (used by unlearning's retain term); default zero."""
         return torch.zeros((), device=self.device)

@@ -48,13 +48,13 @@ class VBPR(Recommender):
     def forward(self) -> tuple[Tensor, Tensor]:
         return self.user_embedding.weight, self._items()
 
-    def _scores(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        u_all, i_all = self.forward()
-        u, p, n = u_all[batch.users], i_all[batch.pos], i_all[batch.neg]
-        return (u * p).sum(-1), (u * n).sum(-1), u, p, n
-
     def calculate_loss(self, batch: Batch) -> Tensor:
-        pos, neg, u, p, n = self._scores(batch)
+        return self.loss_from_state(self.forward(), batch)
+
+    def loss_from_state(self, state: Any, batch: Batch) -> Tensor:
+        u_all, i_all = state
+        u, p, n = u_all[batch.users], i_all[batch.pos], i_all[batch.neg]
+        pos, neg = (u * p).sum(-1), (u * n).sum(-1)
         return bpr_loss(pos, neg) + self.reg_weight * l2_reg(u, p, n, batch_size=len(batch.users))
 
     def auxiliary_loss(self, batch: Batch) -> Tensor:

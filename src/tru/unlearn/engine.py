@@ -140,14 +140,15 @@ def run_engine(
             gate.refresh(model)
         model.train()
         bf, br = fstream.next(), rstream.next()
+        state = model.training_state()  # one forward pass serves both losses
         if opts.lambda_f > 0:
-            u_all, i_all = model.forward()
+            u_all, i_all = model.state_embeddings(state)
             ue = u_all[bf.users]
             pos, neg = (ue * i_all[bf.pos]).sum(-1), (ue * i_all[bf.neg]).sum(-1)
             l_f = gate.loss(bf, pos, neg, u_all, i_all) if gate is not None else loss_fn(pos, neg)
         else:
             l_f = torch.zeros((), device=dev)
-        l_r = model.calculate_loss(br)
+        l_r = model.loss_from_state(state, br)
         optimizer.zero_grad(set_to_none=True)
         if not split_grads:
             (opts.lambda_f * l_f + opts.lambda_r * l_r).backward()
