@@ -59,3 +59,6 @@ bench: install
 
 clean:
 	rm -rf $(SCRATCH) runs .pytest_cache
+
+# container images (make image | image-gpu | image-cpu | image-push)
+include docker/Makefile.inc

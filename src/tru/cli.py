@@ -9,6 +9,8 @@
     tru unlearn --data DIR --model RUN_DIR --requests CSV --method M --out RUN_DIR2
     tru certify --data DIR --original RUN --unlearned RUN2 [--retrained RUN3] --requests CSV --out DIR
     tru bench --data DIR [DIR ...] --out DIR
+    tru requests add --user U | --item I | --pair U I --reason TEXT
+    tru trigger --from REV --to REV [--mode local|cluster]
 
 Exit codes: 0 success; 1 invalid data (validation failed); 2 bad input / usage / other error.
 """
@@ -20,13 +22,13 @@ import sys
 from collections.abc import Sequence
 
 from tru import __version__
-from tru.commands import bench, certify, data, train, unlearn
+from tru.commands import bench, certify, data, mlops_data, train, unlearn
 from tru.commands.common import CLIError
 from tru.utils import setup_logging
 
 EXIT_INVALID = 1
 EXIT_ERROR = 2
-GROUPS = (data, train, unlearn, certify, bench)
+GROUPS = (data, train, unlearn, certify, bench, mlops_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

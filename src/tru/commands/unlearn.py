@@ -134,3 +134,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--out", required=True, help="CSV to write")
     gen.set_defaults(func=cmd_generate)
+    from tru.commands.mlops_data import add_requests_add_parser
+
+    add_requests_add_parser(rsub)

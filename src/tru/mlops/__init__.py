@@ -1,0 +1,1 @@
+"""MLOps layer: DVC data versioning, MLflow tracking and registry, pipeline steps."""

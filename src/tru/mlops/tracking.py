@@ -1,0 +1,520 @@
+"""MLflow tracking and model registry for tru run folders.
+
+A run folder (``model.pt`` + ``run.json`` [+ ``metrics.json``, ``unlearn.json``, plots]) is logged as the
+artifacts ``model/`` of one MLflow run; a registered model version points at ``runs:/<run_id>/model``.
+One registered model per dataset × backbone (:func:`model_name`). Aliases: ``champion`` (the model in
+service, moved only by a passing certificate) and ``candidate`` (the last rejected one). Version tags:
+``verdict`` (pending | certified | rejected), ``forgotten_requests`` (request ids, never data),
+``reasons``; a version that still holds deleted data carries ``contains_deleted_data=true`` and
+``deleted_requests`` until :func:`purge` deletes its artifacts (the registry record stays).
+
+Failure rule: tags are written first and the ``champion`` alias is moved last, so an exception at any
+point leaves the champion where it was; a server that does not answer is reported before anything is
+written (:class:`TrackingError`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+CHAMPION, CANDIDATE = "champion", "candidate"
+MODEL_PATH = "model"  # the run folder's place among the run's artifacts
+ARTIFACTS_ENV = "TRU_MLFLOW_ARTIFACTS"  # artifact root of new experiments (file:// or s3://)
+KINDS = ("train", "unlearn", "certify")
+_TAG_MAX = 100_000  # registry tag values (MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH)
+
+
+class TrackingError(RuntimeError):
+    """The tracking server or artifact store failed or refused; nothing was promoted or deleted."""
+
+
+def configure(tracking_uri: str | None = None, artifact_root: str | None = None) -> str:
+    """Select the tracking + registry store and return its URI.
+
+    Default: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlruns.db``. The choice is exported to
+    ``MLFLOW_TRACKING_URI`` (and ``artifact_root`` to ``$TRU_MLFLOW_ARTIFACTS``) so that pipeline tasks
+    started as subprocesses use the same store. An HTTP server is checked (``/health``) first."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    if artifact_root:
+        os.environ[ARTIFACTS_ENV] = artifact_root
+    _check_reachable(uri)
+    return uri
+
+
+def model_name(dataset: str, backbone: str) -> str:
+    """``tru-<dataset>-<backbone>``, lower case, other characters folded to ``-``."""
+
+    def slug(s: str) -> str:
+        out = re.sub(r"[^a-z0-9]+", "-", str(s).lower()).strip("-")
+        if not out:
+            raise ValueError(f"model_name: {s!r} has no letters or digits")
+        return out
+
+    return f"tru-{slug(dataset)}-{slug(backbone)}"
+
+
+def _uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns.db'}"
+
+
+def _check_reachable(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if not uri.startswith(("http://", "https://")):
+        return
+    timeout = float(os.environ.get("TRU_MLFLOW_TIMEOUT", "5"))
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            problem = f"HTTP {resp.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise TrackingError(
+        f"MLflow tracking server {uri} is not reachable ({problem}): nothing was logged or changed. "
+        "Start it (mlflow/serve-local.sh) or set MLFLOW_TRACKING_URI to a running server."
+    )
+
+
+def _client() -> MlflowClient:
+    uri = _uri()
+    _check_reachable(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _key(name: str) -> str:
+    """MLflow keys allow ``[/\\w.\\- :]``: ``recall@20`` → ``recall_at_20``, anything else → ``_``."""
+    return re.sub(r"[^/\w.\- :]", "_", name.replace("@", "_at_"))[:250]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float) and math.isfinite(v):
+        return float(v)
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        out = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TrackingError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(out, dict):
+        raise TrackingError(f"{path}: expected a JSON object")
+    return out
+
+
+def _series(run_meta: dict[str, Any], unlearn: dict[str, Any]) -> list[tuple[str, float, int]]:
+    """(key, value, step): per-epoch training rows, per-check unlearning rows, α_b per branch."""
+    out: list[tuple[str, float, int]] = []
+    for row in (run_meta.get("training") or {}).get("history") or []:
+        step = int(row.get("epoch", 0))
+        for k, v in _flatten({k: v for k, v in row.items() if k != "epoch"}):
+            if (x := _number(v)) is not None:
+                out.append((_key(f"epoch_{k.replace('.', '_')}"), x, step))
+    for row in unlearn.get("history") or []:
+        step = int(row.get("step", 0))
+        for k, v in _flatten({k: v for k, v in row.items() if k != "step"}):
+            if (x := _number(v)) is not None:
+                out.append((_key(f"unlearn_{k.replace('.', '_')}"), x, step))
+    for row in unlearn.get("alpha_history") or []:
+        for branch, v in (row.get("alpha") or {}).items():
+            if (x := _number(v)) is not None:
+                out.append((_key(f"alpha_{branch}"), x, int(row.get("step", 0))))
+    return out
+
+
+def _finals(metrics_json: dict[str, Any], cert: dict[str, Any]) -> dict[str, float]:
+    """``<split>_<metric>`` from metrics.json; ``cert_<block>_<key>`` from a certificate's blocks."""
+    out: dict[str, float] = {}
+    for split, vals in metrics_json.items():
+        if isinstance(vals, dict):
+            out.update({_key(f"{split}_{k}"): x for k, v in vals.items() if (x := _number(v)) is not None})
+    if cert:
+        out["cert_passed"] = float(bool(cert.get("passed")))
+        for block in ("original", "unlearned", "retrained", "reference", "closeness", "efficiency"):
+            for k, v in _flatten(cert.get(block) or {}):
+                if (x := _number(v)) is not None:
+                    out[_key(f"cert_{block}_{k.replace('.', '_')}")] = x
+    return out
+
+
+def _find_certificate(run_dir: Path, artifacts: Sequence[Path]) -> dict[str, Any]:
+    for p in (run_dir, *artifacts):
+        p = Path(p)
+        cand = p / "certificate.json" if p.is_dir() else p
+        if cand.name == "certificate.json" and cand.is_file():
+            return _read_json(cand)
+    return {}
+
+
+def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = os.environ.get(ARTIFACTS_ENV)
+    uri = _uri()
+    if not root and uri.startswith("sqlite:///"):  # next to the database, not in the working folder
+        db = Path(uri.removeprefix("sqlite:///"))
+        root = (db.parent / f"{db.stem}-artifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=root or None)
+    except MlflowException:  # created concurrently by another task
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def log_run(
+    run_dir: Path,
+    *,
+    kind: str,
+    params: dict[str, Any],
+    data_version: dict[str, Any],
+    experiment: str = "tru",
+    artifacts: Iterable[Path] = (),
+    metrics: dict[str, float] | None = None,
+    run_name: str | None = None,
+) -> str:
+    """Log one tru run folder as an MLflow run and return its run id.
+
+    Params: run.json ``config`` (+ unlearn.json ``config`` as ``unlearn.*``) overlaid with ``params``,
+    flattened with dots. Metrics with steps: ``epoch_loss``, ``epoch_valid_<m>`` (training history),
+    ``unlearn_<m>`` (unlearning checks), ``alpha_<branch>``; final: ``<split>_<m>`` from metrics.json,
+    ``cert_*`` from a certificate in the folder or among ``artifacts``, and ``metrics``. Tags:
+    ``kind``, ``code_version``, ``data_version.<key>``. Artifacts: the folder under ``model/`` (or
+    ``<kind>/`` for a folder without ``model.pt``), each extra artifact at the root. On failure the run
+    is marked FAILED and :class:`TrackingError` raised."""
+    run_dir = Path(run_dir)
+    if kind not in KINDS:
+        raise ValueError(f"log_run: kind must be one of {KINDS}, got {kind!r}")
+    if not run_dir.is_dir():
+        raise TrackingError(f"{run_dir}: not a run folder")
+    has_model = (run_dir / "model.pt").is_file()
+    if kind != "certify" and not (has_model and (run_dir / "run.json").is_file()):
+        raise TrackingError(f"{run_dir}: a {kind} run folder needs model.pt and run.json")
+    extra = [Path(a) for a in artifacts]
+    for a in extra:
+        if not a.exists():
+            raise TrackingError(f"{a}: artifact to log does not exist")
+        if a.name in (MODEL_PATH, kind):
+            raise TrackingError(f"{a}: the artifact name '{a.name}' is reserved for the run folder")
+    meta, unlearn = _read_json(run_dir / "run.json"), _read_json(run_dir / "unlearn.json")
+    cert = _find_certificate(run_dir, extra)
+    flat = dict(_flatten(meta.get("config") or {}))
+    flat |= {f"unlearn.{k}": v for k, v in _flatten(unlearn.get("config") or {})}
+    flat |= dict(_flatten(params or {}))
+    ts = int(time.time() * 1000)
+    finals = _finals(_read_json(run_dir / "metrics.json"), cert) | {
+        _key(k): float(v) for k, v in (metrics or {}).items()
+    }
+    metric_rows = [Metric(k, v, ts, s) for k, v, s in _series(meta, unlearn)]
+    metric_rows += [Metric(k, v, ts, 0) for k, v in finals.items()]
+    tags = {"kind": kind, "code_version": str(meta.get("code_version") or cert.get("code_version") or "")}
+    tags |= {f"data_version.{k}": str(v) for k, v in (data_version or {}).items()}
+    if meta.get("backbone"):
+        tags["backbone"] = str(meta["backbone"])
+    if isinstance(meta.get("dataset"), dict) and meta["dataset"].get("name"):
+        tags["dataset"] = str(meta["dataset"]["name"])
+    if cert:
+        tags["certificate.passed"] = str(bool(cert.get("passed"))).lower()
+    if tags["code_version"]:
+        tags["mlflow.source.git.commit"] = tags["code_version"].removesuffix("+dirty")
+    tags["mlflow.runName"] = run_name or "-".join(
+        x for x in (kind, tags.get("backbone"), tags.get("dataset")) if x
+    )
+    client = _client()
+    try:
+        run_id = client.create_run(_experiment_id(client, experiment), tags=tags).info.run_id
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow at {_uri()}: cannot create a run: {exc}") from exc
+    try:
+        params_rows = [Param(_key(k), str(v)[:6000]) for k, v in flat.items()]
+        for chunk in _chunks(params_rows, 100):
+            client.log_batch(run_id, params=chunk)
+        for chunk in _chunks(metric_rows, 1000):
+            client.log_batch(run_id, metrics=chunk)
+        client.log_artifacts(run_id, str(run_dir), MODEL_PATH if has_model else kind)
+        for a in extra:
+            if a.is_dir():
+                client.log_artifacts(run_id, str(a), a.name)
+            else:
+                client.log_artifact(run_id, str(a))
+        client.set_terminated(run_id, "FINISHED")
+    except Exception as exc:
+        try:
+            client.set_tag(run_id, "tru.error", str(exc)[:7000])
+            client.set_terminated(run_id, "FAILED")
+        except Exception:  # the store itself is gone: the run stays RUNNING, never registered
+            pass
+        raise TrackingError(f"logging {run_dir} to MLflow run {run_id} failed: {exc}") from exc
+    return run_id
+
+
+def _registered(client: MlflowClient, name: str) -> Any | None:
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def register_version(name: str, run_id: str, run_dir: Path, *, tags: dict[str, str]) -> str:
+    """Register ``runs:/<run_id>/model`` as a new version of ``name`` (created when absent), tagged with
+    ``tags``, ``verdict=pending``, the run's data version and the checkpoint's fingerprints. No alias
+    moves. On failure the version (and a model created here) is removed again."""
+    meta = _read_json(Path(run_dir) / "run.json")
+    client = _client()
+    run = client.get_run(run_id)
+    vtags = {k: v for k, v in run.data.tags.items() if k.startswith("data_version.") or k == "code_version"}
+    for key in ("backbone", "data_fingerprint", "train_fingerprint", "n_forget_pairs"):
+        if key in meta:
+            vtags[key] = str(meta[key])
+    vtags |= {"verdict": "pending", **{k: str(v) for k, v in tags.items()}}
+    created_model, version = False, None
+    try:
+        if _registered(client, name) is None:
+            client.create_registered_model(name, description="tru: one model per dataset × backbone")
+            created_model = True
+        mv = client.create_model_version(name, source=f"runs:/{run_id}/{MODEL_PATH}", run_id=run_id)
+        version = mv.version
+        for k, v in vtags.items():
+            client.set_model_version_tag(name, version, k, str(v)[:_TAG_MAX])
+    except Exception as exc:
+        try:
+            if version is not None:
+                client.delete_model_version(name, version)
+            if created_model:
+                client.delete_registered_model(name)
+        except Exception:
+            pass
+        raise TrackingError(f"registering run {run_id} as a version of '{name}' failed: {exc}") from exc
+    return str(version)
+
+
+def _ids_tag(ids: Iterable[str]) -> str:
+    text = ",".join(sorted({str(i) for i in ids}))
+    if len(text) <= _TAG_MAX:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return f"{text[: _TAG_MAX - 100]}…(truncated; sha256 {digest})"
+
+
+def _split_ids(tag: str | None) -> set[str]:
+    return {s for s in (tag or "").split(",") if s and "…" not in s}
+
+
+def _champion_version(client: MlflowClient, name: str) -> str | None:
+    model = _registered(client, name)
+    found = None if model is None else (model.aliases or {}).get(CHAMPION)
+    return None if found is None else str(found)  # the sqlite store answers ints, the server strings
+
+
+def _versions(client: MlflowClient, name: str) -> list[Any]:
+    return sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+
+
+def promote(name: str, version: str, certificate: dict[str, Any], request_ids: list[str]) -> dict[str, Any]:
+    """Move ``champion`` to ``version`` only when ``certificate["passed"] is True``.
+
+    Passed: the version is tagged verdict=certified, forgotten_requests=<ids>, and every older version
+    that did not forget these ids (the previous champion, rejected candidates) is tagged
+    contains_deleted_data=true, deleted_requests=<ids>, the previous champion also superseded_by=<version>;
+    then the alias moves (last). Failed: the version is tagged verdict=rejected with the reasons and gets
+    the ``candidate`` alias; the champion is not touched. Returns promoted, version, champion."""
+    client = _client()
+    version = str(version)
+    ids = sorted({str(i) for i in request_ids})
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise TrackingError(f"'{name}' version {version}: not in the registry ({exc})") from exc
+    before = _champion_version(client, name)
+    passed = certificate.get("passed") is True
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    undo: list[tuple[str, str, str | None]] = []  # (version, key, old value) to restore on failure
+
+    def tag(v: str, key: str, value: str, old_tags: dict[str, str]) -> None:
+        undo.append((v, key, old_tags.get(key)))
+        client.set_model_version_tag(name, v, key, value[:_TAG_MAX])
+
+    try:
+        if not passed:
+            reasons = [str(r) for r in certificate.get("reasons") or []] or ["certificate did not pass"]
+            tag(version, "verdict", "rejected", mv.tags)
+            tag(version, "reasons", "; ".join(reasons), mv.tags)
+            tag(version, "rejected_requests", _ids_tag(ids), mv.tags)
+            tag(version, "decided_at", now, mv.tags)
+            client.set_registered_model_alias(name, CANDIDATE, version)
+            return {"promoted": False, "version": version, "champion": before}
+        if before == version:
+            return {"promoted": True, "version": version, "champion": version}
+        prev_all = set()
+        if before is not None:
+            prev_all = _split_ids(client.get_model_version(name, before).tags.get("forgotten_requests_all"))
+        tag(version, "verdict", "certified", mv.tags)
+        tag(version, "forgotten_requests", _ids_tag(ids), mv.tags)
+        tag(version, "forgotten_requests_all", _ids_tag(prev_all | set(ids)), mv.tags)
+        tag(version, "certificate_evidence", str(certificate.get("evidence", "")), mv.tags)
+        tag(version, "decided_at", now, mv.tags)
+        for old in _versions(client, name):
+            old_v = str(old.version)
+            if int(old.version) >= int(version) or set(ids) <= _split_ids(
+                old.tags.get("forgotten_requests_all")
+            ):
+                continue
+            held = _split_ids(old.tags.get("deleted_requests")) | set(ids)
+            tag(old_v, "contains_deleted_data", "true", old.tags)
+            tag(old_v, "deleted_requests", _ids_tag(held), old.tags)
+            if old_v == before:
+                tag(old_v, "superseded_by", version, old.tags)
+        client.set_registered_model_alias(name, CHAMPION, version)  # last: the only step that promotes
+        if str((_registered(client, name).aliases or {}).get(CANDIDATE)) == version:
+            client.delete_registered_model_alias(name, CANDIDATE)
+    except Exception as exc:
+        for v, key, old_value in reversed(undo):
+            try:
+                if old_value is None:
+                    client.delete_model_version_tag(name, v, key)
+                else:
+                    client.set_model_version_tag(name, v, key, old_value)
+            except Exception:
+                break
+        raise TrackingError(
+            f"promoting '{name}' version {version} failed ({exc}); champion is still {before}"
+        ) from exc
+    return {"promoted": True, "version": version, "champion": version}
+
+
+def champion(name: str, dest: Path | None = None) -> tuple[str, Path] | None:
+    """(version, local folder with model.pt and run.json) of the champion, or None when there is none.
+    The folder is ``dest`` or a new temporary folder under ``$TMPDIR``."""
+    client = _client()
+    version = _champion_version(client, name)
+    if version is None:
+        return None
+    mv = client.get_model_version(name, version)
+    if mv.tags.get("purged") == "true":
+        raise TrackingError(f"'{name}' champion version {version} has been purged: no artifacts")
+    out = (
+        Path(dest)
+        if dest is not None
+        else Path(tempfile.mkdtemp(prefix="tru-champion-", dir=os.environ.get("TMPDIR")))
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path=MODEL_PATH, dst_path=str(out), tracking_uri=_uri()
+        )
+    except Exception as exc:
+        raise TrackingError(
+            f"downloading '{name}' version {version} (run {mv.run_id}) failed: {exc}"
+        ) from exc
+    if not (Path(local) / "model.pt").is_file():
+        raise TrackingError(f"'{name}' version {version}: run {mv.run_id} has no {MODEL_PATH}/model.pt")
+    return version, Path(local)
+
+
+def list_versions(name: str) -> list[dict[str, Any]]:
+    """Every version of ``name`` with its aliases, run id, source and tags (oldest first)."""
+    client = _client()
+    model = _registered(client, name)
+    if model is None:
+        raise TrackingError(f"no registered model '{name}' at {_uri()}")
+    by_version: dict[str, list[str]] = {}
+    for alias, v in (model.aliases or {}).items():
+        by_version.setdefault(str(v), []).append(alias)
+    return [
+        {
+            "version": str(v.version),
+            "aliases": sorted(by_version.get(str(v.version), [])),
+            "run_id": v.run_id,
+            "source": v.source,
+            "tags": dict(v.tags),
+        }
+        for v in _versions(client, name)
+    ]
+
+
+def purge(name: str, dry_run: bool = True) -> list[dict[str, Any]]:
+    """Versions holding deleted data whose certified successor is champion: delete their ``model/``
+    artifacts (the registry record stays, tagged purged=true; a ``candidate`` alias on it is removed).
+    Eligible: contains_deleted_data=true, not purged, older than the champion, and the champion's
+    verdict is certified.
+    ``dry_run`` (default) only lists them."""
+    client = _client()
+    champ = _champion_version(client, name)
+    if champ is None or client.get_model_version(name, champ).tags.get("verdict") != "certified":
+        return []
+    out: list[dict[str, Any]] = []
+    aliases = {k: str(v) for k, v in (_registered(client, name).aliases or {}).items()}
+    for v in _versions(client, name):
+        t = v.tags
+        if t.get("contains_deleted_data") != "true" or t.get("purged") == "true":
+            continue
+        if int(v.version) >= int(champ):
+            continue
+        row = {
+            "version": str(v.version),
+            "run_id": v.run_id,
+            "verdict": t.get("verdict"),
+            "deleted_requests": sorted(_split_ids(t.get("deleted_requests"))),
+            "champion": champ,
+            "action": "would delete" if dry_run else "deleted",
+        }
+        if not dry_run:
+            uri = client.get_run(v.run_id).info.artifact_uri.rstrip("/") + "/" + MODEL_PATH
+            try:
+                get_artifact_repository(uri, tracking_uri=_uri()).delete_artifacts()
+                client.set_model_version_tag(name, v.version, "purged", "true")
+                client.set_model_version_tag(name, v.version, "purged_at", datetime.now(UTC).isoformat())
+                client.set_tag(v.run_id, "purged", "true")
+                if aliases.get(CANDIDATE) == str(v.version):  # a rejected candidate: no longer one
+                    client.delete_registered_model_alias(name, CANDIDATE)
+            except Exception as exc:
+                raise TrackingError(
+                    f"purging '{name}' version {v.version} ({uri}) failed: {exc}; "
+                    f"purged before it: {[r['version'] for r in out]}"
+                ) from exc
+            row["artifacts"] = uri
+        out.append(row)
+    return out

@@ -1,0 +1,484 @@
+"""Data versioning with DVC: ``data/`` (the datasets and the deletion-request manifest) is tracked through
+``data.dvc``; a deletion request is a DVC commit, and :func:`trigger` runs the unlearning pipeline for the
+requests a commit added, once per revision.
+
+Definitions (``R(rev)`` is the manifest at ``rev``, read through ``dvc.api``, i.e. the git tree of ``rev``
+plus the DVC cache or remote):
+
+    data version(rev)       = (git commit of rev, md5 of data.dvc's single output)
+    new(rev_from, rev_to)   = {r ∈ R(rev_to) : r.request_id ∉ ids(R(rev_from))},  in manifest order
+    trigger(rev_from, rev_to) runs the pipeline on new(rev_from, rev_to) \\ processed   unless commit(rev_to)
+                            is in the ledger ``.tru/processed.json``, which it then records.
+
+Credentials never enter git: :func:`configure_remote` writes them with ``dvc remote modify --local``
+(``.dvc/config.local``); the environment (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``) works too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import logging
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tru.data.dataset import DataError, write_atomic
+from tru.forget.requests import DeletionRequest, _parse, append_requests, check_request
+from tru.utils import LOG
+
+REQUESTS_PATH = "data/deletions/requests.csv"
+DATA_DIR = "data"
+DVC_FILE = "data.dvc"
+LEDGER_PATH = ".tru/processed.json"
+Runner = Callable[..., dict[str, Any]]
+
+
+class VersioningError(ValueError):
+    """A versioning step that cannot proceed (no repository, unknown revision, DVC failure); nothing was
+    changed. A ValueError, so the CLI prints ``error: <message>`` and exits 2."""
+
+
+# ------------------------------------------------------------------------------------------- plumbing
+def _git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise VersioningError(
+            f"{repo}: git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}"
+        )
+    return proc.stdout
+
+
+def check_repo(repo: Path | str) -> Path:
+    """``repo`` as an absolute path, after checking it is a git work tree with DVC initialised."""
+    repo = Path(repo).expanduser().resolve()
+    if not repo.is_dir():
+        raise VersioningError(f"{repo}: no such folder; expected a git + DVC repository")
+    if subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True).returncode:
+        raise VersioningError(f"{repo}: not a git repository; run `git init && dvc init` there first")
+    if not (repo / ".dvc").is_dir():
+        raise VersioningError(f"{repo}: not a DVC repository (no .dvc/ folder); run `dvc init` there first")
+    return repo
+
+
+def resolve_rev(repo: Path, rev: str) -> str:
+    """The full commit sha of ``rev`` (a sha, branch, tag or ``HEAD~1``)."""
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise VersioningError(
+            f"{repo}: unknown revision {rev!r}; expected a commit, branch or tag of this repo"
+        )
+    return proc.stdout.strip()
+
+
+@contextlib.contextmanager
+def _dvc(repo: Path) -> Iterator[Any]:
+    """An in-process ``dvc.repo.Repo`` (about 1 s faster per call than the CLI); its console hints go to
+    the debug log, its errors become :class:`VersioningError`."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    buf, dvc_log = io.StringIO(), logging.getLogger("dvc")
+    level = dvc_log.level
+    dvc_log.setLevel(logging.WARNING)  # its "To track the changes with git, run: ..." hints
+    try:
+        with contextlib.redirect_stdout(buf), Repo(str(repo)) as r:
+            yield r
+    except DvcException as exc:
+        raise VersioningError(f"{repo}: dvc failed: {exc}") from exc
+    finally:
+        dvc_log.setLevel(level)
+        if buf.getvalue().strip():
+            LOG.debug("dvc: %s", buf.getvalue().strip())
+
+
+def default_remote(repo: Path) -> str | None:
+    """The name of the default DVC remote (``core.remote``), or None when none is configured."""
+    with _dvc(repo) as r:
+        return r.config["core"].get("remote") or None
+
+
+def configure_remote(
+    repo: Path | str,
+    url: str,
+    *,
+    name: str = "storage",
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+) -> None:
+    """Add (or update) the default remote ``name`` at ``url`` (e.g. ``s3://bucket/dvc``) with an optional
+    S3 endpoint (MinIO, moto, Ceph). URL, endpoint and region go to ``.dvc/config`` (commit it before the
+    data, so every revision can be read back from the remote); credentials only to ``.dvc/config.local``."""
+    repo = check_repo(repo)
+    with _dvc(repo) as r, r.config.edit("repo") as conf:
+        conf["core"]["remote"] = name
+        conf["remote"].setdefault(name, {})["url"] = url
+        if endpoint_url:
+            conf["remote"][name]["endpointurl"] = endpoint_url
+        if region:
+            conf["remote"][name]["region"] = region
+    if access_key_id or secret_access_key:
+        with _dvc(repo) as r, r.config.edit("local") as conf:
+            sect = conf["remote"].setdefault(name, {})
+            if access_key_id:
+                sect["access_key_id"] = access_key_id
+            if secret_access_key:
+                sect["secret_access_key"] = secret_access_key
+
+
+# -------------------------------------------------------------------------------------------- reading
+def _dvc_file_at(repo: Path, sha: str) -> dict[str, Any]:
+    prefix = _git(repo, "rev-parse", "--show-prefix").strip()
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{sha}:{prefix}{DVC_FILE}"], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise VersioningError(
+            f"{repo}: {DVC_FILE} is not in commit {sha[:12]}; data/ is not tracked by DVC "
+            "at that revision (run `dvc add data` and commit data.dvc)"
+        )
+    return yaml.safe_load(proc.stdout) or {}
+
+
+def _out_md5(meta: dict[str, Any], where: str) -> str:
+    outs = meta.get("outs") or []
+    if len(outs) != 1 or not outs[0].get("md5"):
+        raise VersioningError(f"{where}: expected one output with an md5 (`dvc add data`), got {outs!r}")
+    return str(outs[0]["md5"])
+
+
+def data_version(repo: Path | str, rev: str | None = None) -> dict[str, Any]:
+    """``{"git_commit", "dvc_md5", "rev", "dirty"}`` of ``rev``; ``rev=None`` is the work tree: HEAD's commit
+    and the work tree's data.dvc, ``dirty`` when that differs from HEAD's (a request not yet committed)."""
+    repo = check_repo(repo)
+    sha = resolve_rev(repo, rev or "HEAD")
+    md5 = _out_md5(_dvc_file_at(repo, sha), f"{DVC_FILE}@{sha[:12]}")
+    if rev is not None:
+        return {"git_commit": sha, "dvc_md5": md5, "rev": rev, "dirty": False}
+    path = repo / DVC_FILE
+    if not path.is_file():
+        raise VersioningError(f"{path}: missing; data/ is not tracked by DVC (run `dvc add data`)")
+    work = _out_md5(yaml.safe_load(path.read_text()) or {}, str(path))
+    return {"git_commit": sha, "dvc_md5": work, "rev": "workspace", "dirty": work != md5}
+
+
+def _fs(repo: Path, sha: str) -> Any:
+    from dvc.api import DVCFileSystem
+
+    try:
+        return DVCFileSystem(str(repo), rev=sha)
+    except Exception as exc:  # dvc raises many types here (SCM, config, remote)
+        raise VersioningError(f"{repo}@{sha[:12]}: cannot open the DVC file system: {exc}") from exc
+
+
+def read_requests_at(repo: Path | str, rev: str, path: str = REQUESTS_PATH) -> list[DeletionRequest]:
+    """The manifest at ``rev`` (``dvc.api``: from the cache, else from the remote as configured at ``rev``),
+    validated strictly; a revision without a manifest has no requests (empty list)."""
+    repo = check_repo(repo)
+    sha = resolve_rev(repo, rev)
+    where = f"{path}@{sha[:12] if rev == sha else rev}"
+    _dvc_file_at(repo, sha)
+    fs = _fs(repo, sha)
+    try:
+        if not fs.exists(path):
+            return []
+        raw = fs.read_bytes(path)
+    except Exception as exc:
+        raise VersioningError(
+            f"{where}: cannot read it through DVC ({type(exc).__name__}: {exc}); is the DVC remote "
+            "reachable and its credentials set (`dvc remote modify --local` or AWS_* variables)?"
+        ) from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: not UTF-8 text ({exc}); expected a UTF-8 CSV file") from exc
+    return _parse(text, where)
+
+
+def datasets_at(repo: Path | str, rev: str) -> list[str]:
+    """The dataset folders under ``data/`` at ``rev`` (every folder but ``deletions``)."""
+    repo = check_repo(repo)
+    fs = _fs(repo, resolve_rev(repo, rev))
+    return sorted(
+        Path(p).name for p in fs.ls(DATA_DIR, detail=False) if fs.isdir(p) and Path(p).name != "deletions"
+    )
+
+
+def open_dataset_at(repo: Path | str, rev: str, name: str, dest: Path | str) -> Path:
+    """Materialise ``data/<name>/`` at ``rev`` as the folder ``dest`` (its files directly inside), through a
+    temporary sibling and a rename: ``dest`` is complete or absent. Returns ``dest``."""
+    repo, dest = check_repo(repo), Path(dest).expanduser().resolve()
+    sha = resolve_rev(repo, rev)
+    fs = _fs(repo, sha)
+    src = f"{DATA_DIR}/{name}"
+    if not fs.isdir(src):
+        have = ", ".join(datasets_at(repo, sha)) or "none"
+        raise VersioningError(f"{repo}@{rev}: no dataset {src}/; datasets at that revision: {have}")
+    if dest.exists() and any(dest.iterdir()):
+        raise VersioningError(f"{dest}: exists and is not empty; expected a new folder for data/{name}@{rev}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for p in fs.find(src):
+            target = tmp / Path(p).relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(fs.read_bytes(p))
+        if dest.exists():
+            dest.rmdir()
+        tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def new_requests(repo: Path | str, rev_from: str, rev_to: str) -> list[DeletionRequest]:
+    """Requests at ``rev_to`` whose id is not at ``rev_from`` (formula in the module docstring). A request
+    whose content changed between the revisions is an error; one that disappeared is logged."""
+    before = {r.request_id: r for r in read_requests_at(repo, rev_from)}
+    after = read_requests_at(repo, rev_to)
+    changed = [r.request_id for r in after if r.request_id in before and before[r.request_id] != r]
+    if changed:
+        raise DataError(
+            f"{REQUESTS_PATH}: request(s) {', '.join(changed)} changed between {rev_from} and "
+            f"{rev_to}; expected committed requests to stay as they are (file a new request id)"
+        )
+    gone = set(before) - {r.request_id for r in after}
+    if gone:
+        LOG.warning(
+            "requests removed between %s and %s (data already forgotten stays forgotten): %s",
+            rev_from,
+            rev_to,
+            ", ".join(sorted(gone)),
+        )
+    out: dict[str, DeletionRequest] = {}
+    for r in after:
+        if r.request_id not in before:
+            out.setdefault(r.request_id, r)
+    return list(out.values())
+
+
+# ----------------------------------------------------------------------------------------------- writing
+def make_request(
+    *,
+    user: int | None = None,
+    item: int | None = None,
+    pair: tuple[int, int] | None = None,
+    reason: str,
+    request_id: str | None = None,
+    requested_at: str | None = None,
+) -> DeletionRequest:
+    """One request from exactly one of ``user`` / ``item`` / ``pair``; the id defaults to
+    ``req-<UTC time>-<random>`` and the time to now (UTC)."""
+    given = [k for k, v in (("user", user), ("item", item), ("pair", pair)) if v is not None]
+    if len(given) != 1:
+        raise VersioningError(f"give exactly one of user, item, pair (got {', '.join(given) or 'none'})")
+    now = datetime.now(UTC).replace(microsecond=0)
+    uid, iid = pair if pair is not None else (user, item)
+    kind = "interaction" if pair is not None else given[0]
+    req = DeletionRequest(
+        request_id=request_id or f"req-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
+        kind=kind,
+        user_id=None if uid is None else int(uid),
+        item_id=None if iid is None else int(iid),
+        requested_at=requested_at or now.isoformat().replace("+00:00", "Z"),
+        reason=reason,
+    )
+    errs = check_request(req)
+    if errs:
+        raise DataError("deletion request: " + "; ".join(errs))
+    return req
+
+
+def requests_add(
+    repo: Path | str,
+    *,
+    user: int | None = None,
+    item: int | None = None,
+    pair: tuple[int, int] | None = None,
+    reason: str,
+    request_id: str | None = None,
+    push: bool = True,
+    dataset_dir: Path | str | None = None,
+    commit: bool = False,
+    requested_at: str | None = None,
+) -> DeletionRequest:
+    """Append one request to ``data/deletions/requests.csv`` and record it with DVC: ``dvc add data``, then
+    ``dvc push`` when ``push`` and a default remote is configured, then (``commit=True``) a git commit of
+    data.dvc. With ``dataset_dir`` the ids are checked against that dataset first (unknown ids, pairs not
+    in train). Any failure restores the manifest, data.dvc and .gitignore: nothing is left half-done."""
+    repo = check_repo(repo)
+    req = make_request(
+        user=user, item=item, pair=pair, reason=reason, request_id=request_id, requested_at=requested_at
+    )
+    if dataset_dir is not None:
+        from tru.data.dataset import load_dataset
+        from tru.forget.requests import resolve_requests
+
+        resolve_requests(load_dataset(Path(dataset_dir), validate=False), [req])
+    dvc_file = repo / DVC_FILE
+    if dvc_file.is_file():
+        with _dvc(repo) as r:
+            changes = r.status(targets=[str(dvc_file)])
+        if changes:
+            raise VersioningError(
+                f"{repo}/data differs from {DVC_FILE} ({changes}); run `dvc pull` (missing "
+                "data) or `dvc add data` (your own edits) first"
+            )
+    manifest = repo / REQUESTS_PATH
+    saved = {p: (p.read_bytes() if p.is_file() else None) for p in (manifest, dvc_file, repo / ".gitignore")}
+    try:
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        append_requests(manifest, [req])
+        with _dvc(repo) as r:
+            r.add(str(repo / DATA_DIR))
+        remote = default_remote(repo) if push else None
+        if remote:
+            with _dvc(repo) as r:
+                r.push(targets=[str(dvc_file)], remote=remote)
+        if commit:
+            _git(repo, "add", DVC_FILE, ".gitignore")
+            _git(repo, "commit", "-q", "-m", f"deletion request {req.request_id} ({req.kind})")
+    except BaseException:
+        for p, old in saved.items():
+            if old is None:
+                p.unlink(missing_ok=True)
+            else:
+                write_atomic(p, old)
+        if commit:
+            subprocess.run(
+                ["git", "-C", str(repo), "reset", "-q", "--", DVC_FILE, ".gitignore"], capture_output=True
+            )
+        raise
+    LOG.info("request %s recorded in %s (pushed: %s)", req.request_id, DVC_FILE, bool(remote))
+    return req
+
+
+# ------------------------------------------------------------------------------------------------ ledger
+@contextlib.contextmanager
+def _ledger_lock(repo: Path) -> Iterator[Path]:
+    """An exclusive lock on ``.tru/`` (two hooks firing at once run one after the other); the folder
+    ignores itself in git (``.tru/.gitignore`` = ``*``)."""
+    folder = (repo / LEDGER_PATH).parent
+    folder.mkdir(exist_ok=True)
+    if not (folder / ".gitignore").is_file():
+        (folder / ".gitignore").write_text("*\n")
+    with open(folder / "lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield repo / LEDGER_PATH
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_ledger(repo: Path | str) -> dict[str, dict[str, Any]]:
+    """Processed revisions: ``{commit sha: {"status", "rev_from", "requests", "data_version", ...}}``."""
+    path = Path(repo) / LEDGER_PATH
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text())["revisions"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise VersioningError(
+            f"{path}: unreadable trigger ledger ({exc}); expected {{'revisions': {{...}}}}; "
+            "fix or remove it (removing it re-runs every revision)"
+        ) from exc
+
+
+# ----------------------------------------------------------------------------------------------- trigger
+def _pipeline_runner(mode: str) -> Runner:
+    """``run_local`` / ``submit`` from the KFP pipeline package when it is installed; in local mode the
+    library runner :func:`tru.commands.mlops_data.run_steps` otherwise."""
+    import importlib
+
+    attr = "run_local" if mode == "local" else "submit"
+    for module in ("tru.pipelines.unlearning", "pipelines.unlearning"):
+        try:
+            fn = getattr(importlib.import_module(module), attr, None)
+        except ImportError:
+            continue
+        if fn is not None:
+            return fn
+    if mode == "local":
+        from tru.commands.mlops_data import run_steps
+
+        return run_steps
+    raise VersioningError(
+        "cluster mode needs the KFP pipeline (pipelines.unlearning.submit), which is not "
+        "importable here; install the project with its pipelines or use --mode local"
+    )
+
+
+def trigger(
+    repo: Path | str,
+    rev_from: str,
+    rev_to: str,
+    *,
+    mode: str = "local",
+    runner: Runner | None = None,
+    force: bool = False,
+    **pipeline_args: Any,
+) -> dict[str, Any]:
+    """Run (``local``) or submit (``cluster``) the pipeline for the requests added between the revisions,
+    once per ``rev_to`` commit (module docstring). Returns the ledger entry with ``status`` ``processed``,
+    ``no-new-requests`` or ``already-processed``. A failure (unknown revision, invalid manifest, runner
+    error) raises and leaves the ledger untouched; ``force`` re-runs a processed revision."""
+    if mode not in ("local", "cluster"):
+        raise VersioningError(f"unknown mode {mode!r}; expected local or cluster")
+    repo = check_repo(repo)
+    sha_from, sha_to = resolve_rev(repo, rev_from), resolve_rev(repo, rev_to)
+    with _ledger_lock(repo) as path:
+        ledger = read_ledger(repo)
+        if sha_to in ledger and not force:
+            return {**ledger[sha_to], "status": "already-processed", "rev_to": sha_to}
+        found = new_requests(repo, sha_from, sha_to)
+        done = set() if force else {rid for e in ledger.values() for rid in e.get("requests", [])}
+        todo = [r for r in found if r.request_id not in done]
+        entry: dict[str, Any] = {
+            "rev_from": sha_from,
+            "rev_to": sha_to,
+            "mode": mode,
+            "data_version": data_version(repo, sha_to),
+            "requests": [r.request_id for r in todo],
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if todo:
+            run = runner or _pipeline_runner(mode)
+            LOG.info(
+                "trigger %s..%s: %d new request(s), running %s",
+                sha_from[:12],
+                sha_to[:12],
+                len(todo),
+                getattr(run, "__name__", run),
+            )
+            result = run(
+                repo=repo,
+                rev=sha_to,
+                rev_from=sha_from,
+                requests=todo,
+                data_version=entry["data_version"],
+                mode=mode,
+                **pipeline_args,
+            )
+            entry.update(status="processed", result=json.loads(json.dumps(result, default=str)))
+        else:
+            entry["status"] = "no-new-requests"
+        ledger[sha_to] = entry
+        write_atomic(path, json.dumps({"revisions": ledger}, indent=2).encode())
+    return entry
