@@ -19,6 +19,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+pytest_plugins = ["tests.fixtures_services"]
+
 LFM2K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfm2k"
 
 

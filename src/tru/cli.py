@@ -22,13 +22,13 @@ import sys
 from collections.abc import Sequence
 
 from tru import __version__
-from tru.commands import bench, certify, data, mlops_data, train, unlearn
+from tru.commands import bench, certify, data, mlops_data, registry, train, unlearn
 from tru.commands.common import CLIError
 from tru.utils import setup_logging
 
 EXIT_INVALID = 1
 EXIT_ERROR = 2
-GROUPS = (data, train, unlearn, certify, bench, mlops_data)
+GROUPS = (data, train, unlearn, certify, bench, mlops_data, registry)
 
 
 def build_parser() -> argparse.ArgumentParser:

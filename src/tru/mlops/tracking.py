@@ -54,11 +54,11 @@ def configure(tracking_uri: str | None = None, artifact_root: str | None = None)
     Default: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlruns.db``. The choice is exported to
     ``MLFLOW_TRACKING_URI`` (and ``artifact_root`` to ``$TRU_MLFLOW_ARTIFACTS``) so that pipeline tasks
     started as subprocesses use the same store. An HTTP server is checked (``/health``) first."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns.db'}"
+    uri = tracking_uri or _uri()
+    _check_reachable(uri)  # before anything changes
     os.environ["MLFLOW_TRACKING_URI"] = uri
     if artifact_root:
         os.environ[ARTIFACTS_ENV] = artifact_root
-    _check_reachable(uri)
     return uri
 
 
@@ -304,7 +304,10 @@ def register_version(name: str, run_id: str, run_dir: Path, *, tags: dict[str, s
     moves. On failure the version (and a model created here) is removed again."""
     meta = _read_json(Path(run_dir) / "run.json")
     client = _client()
-    run = client.get_run(run_id)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise TrackingError(f"run {run_id}: not found at {_uri()} ({exc}); nothing was registered") from exc
     vtags = {k: v for k, v in run.data.tags.items() if k.startswith("data_version.") or k == "code_version"}
     for key in ("backbone", "data_fingerprint", "train_fingerprint", "n_forget_pairs"):
         if key in meta:
@@ -315,10 +318,14 @@ def register_version(name: str, run_id: str, run_dir: Path, *, tags: dict[str, s
         if _registered(client, name) is None:
             client.create_registered_model(name, description="tru: one model per dataset × backbone")
             created_model = True
-        mv = client.create_model_version(name, source=f"runs:/{run_id}/{MODEL_PATH}", run_id=run_id)
+        mv = client.create_model_version(
+            name,
+            source=f"runs:/{run_id}/{MODEL_PATH}",
+            run_id=run_id,
+            tags={k: str(v)[:_TAG_MAX] for k, v in vtags.items()},  # one request: no half-tagged version
+            await_creation_for=0,
+        )
         version = mv.version
-        for k, v in vtags.items():
-            client.set_model_version_tag(name, version, k, str(v)[:_TAG_MAX])
     except Exception as exc:
         try:
             if version is not None:
@@ -487,11 +494,13 @@ def purge(name: str, dry_run: bool = True) -> list[dict[str, Any]]:
         return []
     out: list[dict[str, Any]] = []
     aliases = {k: str(v) for k, v in (_registered(client, name).aliases or {}).items()}
-    for v in _versions(client, name):
+    versions = _versions(client, name)
+    champ_runs = {v.run_id for v in versions if str(v.version) == champ}  # never delete the champion's files
+    for v in versions:
         t = v.tags
         if t.get("contains_deleted_data") != "true" or t.get("purged") == "true":
             continue
-        if int(v.version) >= int(champ):
+        if int(v.version) >= int(champ) or v.run_id in champ_runs:
             continue
         row = {
             "version": str(v.version),
