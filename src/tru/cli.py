@@ -11,6 +11,8 @@
     tru bench --data DIR [DIR ...] --out DIR
     tru requests add --user U | --item I | --pair U I --reason TEXT
     tru trigger --from REV --to REV [--mode local|cluster]
+    tru registry list|champion|purge --name NAME
+    tru pipeline compile --out FILE | run --local | submit --host URL | schedule --host URL --cron CRON
 
 Exit codes: 0 success; 1 invalid data (validation failed); 2 bad input / usage / other error.
 """
@@ -22,13 +24,13 @@ import sys
 from collections.abc import Sequence
 
 from tru import __version__
-from tru.commands import bench, certify, data, mlops_data, registry, train, unlearn
+from tru.commands import bench, certify, data, mlops_data, pipeline, registry, train, unlearn
 from tru.commands.common import CLIError
 from tru.utils import setup_logging
 
 EXIT_INVALID = 1
 EXIT_ERROR = 2
-GROUPS = (data, train, unlearn, certify, bench, mlops_data, registry)
+GROUPS = (data, train, unlearn, certify, bench, mlops_data, registry, pipeline)
 
 
 def build_parser() -> argparse.ArgumentParser:
