@@ -63,7 +63,9 @@ def main() -> None:
     fig["valid_recall@20"] = valid["recall@20"]
     fig["test_recall@20"] = test["recall@20"]
     fig["peak_rss_gib"] = peak_rss_gib()
-    fig.update({"n_users": ds.n_users, "n_items": ds.n_items, "n_train": len(ds.train), "threads": args.threads})
+    fig.update(
+        {"n_users": ds.n_users, "n_items": ds.n_items, "n_train": len(ds.train), "threads": args.threads}
+    )
     print(json.dumps(fig, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2))
