@@ -8,6 +8,8 @@ DATA ?= data
 LFM2K ?= $(abspath $(CURDIR)/../shared/data/lfm2k)
 BACKBONE ?= mgcn
 EPOCHS ?= 50
+MAX_STEPS ?= 300
+REGIME ?= interaction
 
 # telemetry off, temporary files under the scratch folder
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -19,10 +21,10 @@ export DVC_SITE_CACHE_DIR := $(SCRATCH)/dvc-site
 export TMPDIR := $(SCRATCH)/tmp
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint format bench clean help
+.PHONY: install demo train-demo data-lfm2k compile test test-fast lint format bench clean help
 
 help:
-	@echo "make install | demo | test | lint | bench | clean"
+	@echo "make install | demo | train-demo | compile | test | lint | bench | image | clean"
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (tru needs Python 3.11)"; exit 2; }
@@ -38,20 +40,31 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# The main job on the default dataset (Last.fm-2K): prepare, validate, train, print test metrics.
-demo: install
+# The main job on the default dataset (Last.fm-2K): prepare + validate the data, then the unlearning
+# pipeline (ingest -> train -> sensitivity -> unlearn -> certify -> register) through kfp.local.
+demo: install data-lfm2k
+	$(BIN)/tru pipeline run --local --dataset $(DATA)/lfm2k --backbone $(BACKBONE) --epochs $(EPOCHS) \
+		--max-steps $(MAX_STEPS) --regime $(REGIME) --tracking-uri sqlite:///$(CURDIR)/mlruns.db
+
+# The library alone: prepare, validate, train a backbone, print its test metrics.
+train-demo: install data-lfm2k
+	$(BIN)/tru train --data $(DATA)/lfm2k --backbone $(BACKBONE) --epochs $(EPOCHS) --out runs/lfm2k-$(BACKBONE) --overwrite
+
+data-lfm2k: install
 	@mkdir -p $(TMPDIR)
 	$(BIN)/tru data prepare --source lfm2k --path $(LFM2K) --out $(DATA)/lfm2k --overwrite
 	$(BIN)/tru data validate $(DATA)/lfm2k
-	$(BIN)/tru train --data $(DATA)/lfm2k --backbone $(BACKBONE) --epochs $(EPOCHS) --out runs/lfm2k-$(BACKBONE) --overwrite
 
 test: install
 	@mkdir -p $(TMPDIR)
 	$(BIN)/python -m pytest -q --basetemp=$(SCRATCH)/pytest
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks components pipelines
+	$(BIN)/ruff format --check src tests benchmarks components pipelines
+
+compile: install
+	$(BIN)/tru pipeline compile --out build/tru-unlearning.yaml
 
 bench: install
 	@mkdir -p $(TMPDIR)

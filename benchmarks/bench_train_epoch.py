@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DRIVER = r'''
+DRIVER = r"""
 import json, os, sys, time, types
 import numpy as np
 for _n, _t in (("float", float), ("int", int), ("bool", bool), ("object", object)):
@@ -113,7 +113,7 @@ for epoch in range(args["epochs"]):
     times.append(time.perf_counter() - t)
     cpu_times.append(time.process_time() - c)
 print("RESULT " + json.dumps({"build_s": build_s, "epoch_times": times, "cpu_times": cpu_times}))
-'''
+"""
 
 
 def _reference_inputs(data: Path) -> tuple[dict[str, Any], str | None]:
@@ -125,12 +125,17 @@ def _reference_inputs(data: Path) -> tuple[dict[str, Any], str | None]:
     vision = next((m for m in mods if m != "text"), None)
     if "text" not in mods or vision is None:
         return {}, f"MMRec's MGCN needs a 'text' and a non-text modality; {data} has {mods}"
-    return {"inter": manifest.interactions, "text": manifest.modalities["text"].file,
-            "vision": manifest.modalities[vision].file, "vision_modality": vision}, None
+    return {
+        "inter": manifest.interactions,
+        "text": manifest.modalities["text"].file,
+        "vision": manifest.modalities[vision].file,
+        "vision_modality": vision,
+    }, None
 
 
-def run_reference(reference: Path, data: Path, epochs: int, seed: int, threads: int, cl_loss: float,
-                  workdir: Path) -> dict[str, Any]:
+def run_reference(
+    reference: Path, data: Path, epochs: int, seed: int, threads: int, cl_loss: float, workdir: Path
+) -> dict[str, Any]:
     """Time ``epochs`` training epochs of MMRec's MGCN in a subprocess (fresh kNN caches every call)."""
     files, why = _reference_inputs(data)
     if why:
@@ -145,15 +150,24 @@ def run_reference(reference: Path, data: Path, epochs: int, seed: int, threads: 
         (folder / files[key]).symlink_to((data / files[key]).resolve())
     driver = workdir / "mmrec_driver.py"
     driver.write_text(DRIVER)
-    args = {"reference": str(reference.resolve()), "name": name, "data_path": str(workdir) + "/",
-            "epochs": epochs, "seed": seed, "threads": threads, "cl_loss": cl_loss, **files}
+    args = {
+        "reference": str(reference.resolve()),
+        "name": name,
+        "data_path": str(workdir) + "/",
+        "epochs": epochs,
+        "seed": seed,
+        "threads": threads,
+        "cl_loss": cl_loss,
+        **files,
+    }
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, str(driver), json.dumps(args)], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, str(driver), json.dumps(args)], capture_output=True, text=True, env=env
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"reference run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def run_ours(data: Path, epochs: int, seed: int, threads: int, cl_loss: float) -> dict[str, Any]:
@@ -166,8 +180,9 @@ def run_ours(data: Path, epochs: int, seed: int, threads: int, cl_loss: float) -
     from tru.train.trainer import Trainer
 
     torch.set_num_threads(threads)
-    cfg = load_config("mgcn", overrides={"seed": seed, "threads": threads, "device": "cpu",
-                                         "cl_loss": cl_loss})
+    cfg = load_config(
+        "mgcn", overrides={"seed": seed, "threads": threads, "device": "cpu", "cl_loss": cl_loss}
+    )
     ds = load_dataset(data, validate=False)
     t = time.perf_counter()
     model = build_backbone("mgcn", ds, cfg)
@@ -185,10 +200,14 @@ def run_ours(data: Path, epochs: int, seed: int, threads: int, cl_loss: float) -
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     times = [t for r in runs for t in r["epoch_times"]]
     cpu = [t for r in runs for t in r["cpu_times"]]
-    return {"seconds_per_epoch": statistics.fmean(times), "median": statistics.median(times),
-            "cpu_seconds_per_epoch": statistics.fmean(cpu),
-            "epoch_times": [round(t, 4) for t in times], "cpu_times": [round(t, 4) for t in cpu],
-            "build_s": [round(r["build_s"], 3) for r in runs]}
+    return {
+        "seconds_per_epoch": statistics.fmean(times),
+        "median": statistics.median(times),
+        "cpu_seconds_per_epoch": statistics.fmean(cpu),
+        "epoch_times": [round(t, 4) for t in times],
+        "cpu_times": [round(t, 4) for t in cpu],
+        "build_s": [round(r["build_s"], 3) for r in runs],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,8 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True, help="tru dataset folder (dataset.yaml)")
     ap.add_argument("--epochs", type=int, default=3, help="timed training epochs per side and round")
     ap.add_argument("--rounds", type=int, default=1, help="alternate ours / reference this many times")
-    ap.add_argument("--reference", type=Path, default=os.environ.get("TRU_MMREC_PATH"),
-                    help="enoche/MMRec checkout (default: env TRU_MMREC_PATH)")
+    ap.add_argument(
+        "--reference",
+        type=Path,
+        default=os.environ.get("TRU_MMREC_PATH"),
+        help="enoche/MMRec checkout (default: env TRU_MMREC_PATH)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=999)
     ap.add_argument("--cl-loss", type=float, default=0.01)
@@ -222,23 +245,43 @@ def main(argv: list[str] | None = None) -> int:
             ours_runs.append(run_ours(args.data, args.epochs, args.seed, args.threads, args.cl_loss))
             print(f"round {r + 1}: ours      {statistics.fmean(ours_runs[-1]['epoch_times']):.3f} s/epoch")
             if reference is not None:
-                ref_runs.append(run_reference(Path(reference), args.data, args.epochs, args.seed,
-                                              args.threads, args.cl_loss, Path(tmp)))
+                ref_runs.append(
+                    run_reference(
+                        Path(reference),
+                        args.data,
+                        args.epochs,
+                        args.seed,
+                        args.threads,
+                        args.cl_loss,
+                        Path(tmp),
+                    )
+                )
                 print(f"round {r + 1}: reference {statistics.fmean(ref_runs[-1]['epoch_times']):.3f} s/epoch")
 
-    out: dict[str, Any] = {"data": str(args.data), "epochs": args.epochs, "rounds": args.rounds,
-                           "threads": args.threads, "ours": _summary(ours_runs)}
+    out: dict[str, Any] = {
+        "data": str(args.data),
+        "epochs": args.epochs,
+        "rounds": args.rounds,
+        "threads": args.threads,
+        "ours": _summary(ours_runs),
+    }
     ours = out["ours"]
-    print(f"ours (tru MGCN):         {ours['seconds_per_epoch']:.3f} s/epoch wall, "
-          f"{ours['cpu_seconds_per_epoch']:.3f} s/epoch CPU")
+    print(
+        f"ours (tru MGCN):         {ours['seconds_per_epoch']:.3f} s/epoch wall, "
+        f"{ours['cpu_seconds_per_epoch']:.3f} s/epoch CPU"
+    )
     if ref_runs:
         ref = out["reference"] = {"path": str(reference), **_summary(ref_runs)}
         out["ratio_ours_over_reference"] = ours["seconds_per_epoch"] / ref["seconds_per_epoch"]
         out["cpu_ratio_ours_over_reference"] = ours["cpu_seconds_per_epoch"] / ref["cpu_seconds_per_epoch"]
-        print(f"reference (MMRec MGCN):  {ref['seconds_per_epoch']:.3f} s/epoch wall, "
-              f"{ref['cpu_seconds_per_epoch']:.3f} s/epoch CPU")
-        print(f"ratio ours / reference:  {out['ratio_ours_over_reference']:.3f} wall, "
-              f"{out['cpu_ratio_ours_over_reference']:.3f} CPU  (goal <= 1.0, aim 0.5)")
+        print(
+            f"reference (MMRec MGCN):  {ref['seconds_per_epoch']:.3f} s/epoch wall, "
+            f"{ref['cpu_seconds_per_epoch']:.3f} s/epoch CPU"
+        )
+        print(
+            f"ratio ours / reference:  {out['ratio_ours_over_reference']:.3f} wall, "
+            f"{out['cpu_ratio_ours_over_reference']:.3f} CPU  (goal <= 1.0, aim 0.5)"
+        )
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0

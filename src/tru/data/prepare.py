@@ -32,8 +32,9 @@ def _is_nonempty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
-def prepare_dataset(source: str, out: Path | str, path: Path | str | None = None, overwrite: bool = False,
-                    **options: Any) -> DatasetManifest:
+def prepare_dataset(
+    source: str, out: Path | str, path: Path | str | None = None, overwrite: bool = False, **options: Any
+) -> DatasetManifest:
     """Build dataset ``source`` into the folder ``out`` and return its manifest.
 
     ``path`` is the input folder of file-based sources (lfm2k, mmrec; for ml100k an optional local
@@ -45,8 +46,10 @@ def prepare_dataset(source: str, out: Path | str, path: Path | str | None = None
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; choose another --out")
     if _is_nonempty_dir(out) and not overwrite:
-        raise DataError(f"{out}: folder is not empty; choose an empty or new --out, or pass overwrite=True "
-                        "(CLI --overwrite) to replace it")
+        raise DataError(
+            f"{out}: folder is not empty; choose an empty or new --out, or pass overwrite=True "
+            "(CLI --overwrite) to replace it"
+        )
     build = importlib.import_module(f"tru.data.sources.{source}").build
     try:
         inspect.signature(build).bind(out, path, **options)

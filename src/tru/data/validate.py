@@ -84,8 +84,15 @@ class ValidationReport:
             "success": self.success,
             "folder": str(self.folder),
             "checked": self.checked,
-            "failures": [{"expectation": f.expectation, "file": f.file, "message": f.message,
-                          "examples": _py(f.examples)} for f in self.failures],
+            "failures": [
+                {
+                    "expectation": f.expectation,
+                    "file": f.file,
+                    "message": f.message,
+                    "examples": _py(f.examples),
+                }
+                for f in self.failures
+            ],
             "skipped": list(self.skipped),
         }
 
@@ -161,8 +168,9 @@ class _Run:
             c.expectation.meta = {"tru_check": i}
             suite.add_expectation(c.expectation)
         batch = self.batch_def.get_batch(batch_parameters={"dataframe": df})
-        res = batch.validate(suite, result_format={"result_format": "SUMMARY",
-                                                   "partial_unexpected_count": N_EXAMPLES})
+        res = batch.validate(
+            suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": N_EXAMPLES}
+        )
         ok: dict[str, bool] = {}
         for r in sorted(res.results, key=lambda r: r.expectation_config.meta["tru_check"]):
             c = checks[r.expectation_config.meta["tru_check"]]
@@ -173,16 +181,21 @@ class _Run:
             gx_type = r.expectation_config.type
             exc = r.exception_info or {}
             if exc.get("raised_exception"):
-                self.failures.append(Failure(c.name, c.file, f"{c.what} ({gx_type} raised: "
-                                                             f"{exc.get('exception_message')})", []))
+                self.failures.append(
+                    Failure(
+                        c.name, c.file, f"{c.what} ({gx_type} raised: {exc.get('exception_message')})", []
+                    )
+                )
                 continue
             res_d = r.result or {}
             if "unexpected_count" in res_d:
                 msg = f"{c.what}: {res_d['unexpected_count']} of {res_d['element_count']} unexpected"
                 locs = res_d.get("partial_unexpected_index_list") or []
                 vals = res_d.get("partial_unexpected_list") or [None] * len(locs)
-                examples = [c.example(loc, val) if c.example else {"at": loc, "value": val}
-                            for loc, val in zip(locs, vals)]
+                examples = [
+                    c.example(loc, val) if c.example else {"at": loc, "value": val}
+                    for loc, val in zip(locs, vals)
+                ]
             else:
                 msg = f"{c.what}: observed {res_d.get('observed_value', 'nothing')}"
                 examples = [c.example(None, res_d.get("observed_value"))] if c.example else []
@@ -220,8 +233,9 @@ def _check_inter(run: _Run, gxe: Any, folder: Path, manifest: DatasetManifest) -
     try:
         if not path.is_file():
             raise DataError(f"{path}: interaction file not found")
-        raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""],
-                          skip_blank_lines=False)
+        raw = pd.read_csv(
+            path, sep="\t", dtype=str, keep_default_na=False, na_values=[""], skip_blank_lines=False
+        )
         if not isinstance(raw.index, pd.RangeIndex):  # pandas' implicit index: line 2 is one field longer
             raise DataError(f"line 2 has more fields than the header's {len(raw.columns)}")
     except (DataError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -241,43 +255,101 @@ def _check_inter(run: _Run, gxe: Any, folder: Path, manifest: DatasetManifest) -
         if c in cols:
             good = df[c].str.match(INT_RE).fillna(False).astype(bool)
             df[f"__{c}_num"] = pd.to_numeric(df[c].where(good), errors="coerce")
-    checks = [_Check("column_exists", fname, f"required column '{c}' must exist (header: {', '.join(cols)})",
-                     gxe.ExpectColumnToExist(column=c), lambda _loc, _v: {"line": 1, "header": cols})
-              for c in INTER_COLUMNS]
+    checks = [
+        _Check(
+            "column_exists",
+            fname,
+            f"required column '{c}' must exist (header: {', '.join(cols)})",
+            gxe.ExpectColumnToExist(column=c),
+            lambda _loc, _v: {"line": 1, "header": cols},
+        )
+        for c in INTER_COLUMNS
+    ]
     for c in present:
-        checks.append(_Check("not_null", fname, f"column '{c}' must have a value on every row",
-                             gxe.ExpectColumnValuesToNotBeNull(column=c), row_example))
+        checks.append(
+            _Check(
+                "not_null",
+                fname,
+                f"column '{c}' must have a value on every row",
+                gxe.ExpectColumnValuesToNotBeNull(column=c),
+                row_example,
+            )
+        )
     for c in ("userID", "itemID"):
         if c in cols:
             checks += [
-                _Check("id_integer", fname, f"{c} must be an integer (regex {INT_RE})",
-                       gxe.ExpectColumnValuesToMatchRegex(column=c, regex=INT_RE), row_example),
-                _Check("id_non_negative", fname, f"{c} must be >= 0",
-                       gxe.ExpectColumnValuesToBeBetween(column=f"__{c}_num", min_value=0), row_example)]
+                _Check(
+                    "id_integer",
+                    fname,
+                    f"{c} must be an integer (regex {INT_RE})",
+                    gxe.ExpectColumnValuesToMatchRegex(column=c, regex=INT_RE),
+                    row_example,
+                ),
+                _Check(
+                    "id_non_negative",
+                    fname,
+                    f"{c} must be >= 0",
+                    gxe.ExpectColumnValuesToBeBetween(column=f"__{c}_num", min_value=0),
+                    row_example,
+                ),
+            ]
     if "x_label" in cols:
-        checks.append(_Check("x_label_in_set", fname, "x_label must be 0 (train), 1 (valid) or 2 (test)",
-                             gxe.ExpectColumnValuesToBeInSet(column="x_label", value_set=["0", "1", "2"]),
-                             row_example))
+        checks.append(
+            _Check(
+                "x_label_in_set",
+                fname,
+                "x_label must be 0 (train), 1 (valid) or 2 (test)",
+                gxe.ExpectColumnValuesToBeInSet(column="x_label", value_set=["0", "1", "2"]),
+                row_example,
+            )
+        )
     for c in ("rating", "timestamp"):
         if c in cols:
-            checks.append(_Check(f"{c}_numeric", fname, f"{c} must be a number",
-                                 gxe.ExpectColumnValuesToMatchRegex(column=c, regex=NUM_RE), row_example))
+            checks.append(
+                _Check(
+                    f"{c}_numeric",
+                    fname,
+                    f"{c} must be a number",
+                    gxe.ExpectColumnValuesToMatchRegex(column=c, regex=NUM_RE),
+                    row_example,
+                )
+            )
     if "userID" in cols and "itemID" in cols:
-        checks.append(_Check("pairs_unique", fname, "(userID, itemID) pairs must be unique",
-                             gxe.ExpectCompoundColumnsToBeUnique(column_list=["__userID_num", "__itemID_num"],
-                                                                 ignore_row_if="any_value_is_missing"),
-                             row_example))
-    checks.append(_Check("inter_not_empty", fname, "the interaction file must have rows",
-                         gxe.ExpectTableRowCountToBeBetween(min_value=1)))
+        checks.append(
+            _Check(
+                "pairs_unique",
+                fname,
+                "(userID, itemID) pairs must be unique",
+                gxe.ExpectCompoundColumnsToBeUnique(
+                    column_list=["__userID_num", "__itemID_num"], ignore_row_if="any_value_is_missing"
+                ),
+                row_example,
+            )
+        )
+    checks.append(
+        _Check(
+            "inter_not_empty",
+            fname,
+            "the interaction file must have rows",
+            gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        )
+    )
     ok = run.validate(df, checks)
     missing = [c for c in INTER_COLUMNS if c not in cols]
     if missing:
         run.skipped.append(f"checks on column(s) {', '.join(missing)} of {fname} (missing)")
-    needed = ("column_exists", "not_null", "id_integer", "id_non_negative", "x_label_in_set",
-              "inter_not_empty")
+    needed = (
+        "column_exists",
+        "not_null",
+        "id_integer",
+        "id_non_negative",
+        "x_label_in_set",
+        "inter_not_empty",
+    )
     if not all(ok.get(k, True) for k in needed):
-        run.skipped.append(f"eval_users_have_train, ids_contiguous on {fname} "
-                           "(ids or x_label missing or invalid)")
+        run.skipped.append(
+            f"eval_users_have_train, ids_contiguous on {fname} (ids or x_label missing or invalid)"
+        )
         return None
     return _check_users(run, gxe, fname, df)
 
@@ -297,8 +369,10 @@ def _check_users(run: _Run, gxe: Any, fname: str, df: pd.DataFrame) -> dict[str,
     ev, first = np.unique(inv[labels != 0], return_index=True)
     first_eval[ev] = lines[labels != 0][first]
     gap = np.diff(present, prepend=-1) - 1
-    per_user = pd.DataFrame({"missing_before": gap, "n_train_if_eval": np.where(n_eval > 0, n_train, np.nan)},
-                            index=present)
+    per_user = pd.DataFrame(
+        {"missing_before": gap, "n_train_if_eval": np.where(n_eval > 0, n_train, np.nan)}, index=present
+    )
+
     def pos(u: Any) -> int:
         return int(np.searchsorted(present, u))
 
@@ -307,16 +381,38 @@ def _check_users(run: _Run, gxe: Any, fname: str, df: pd.DataFrame) -> dict[str,
         return {"missing_userIDs": f"{lo}" if lo == int(u) - 1 else f"{lo}..{int(u) - 1}", "next_userID": u}
 
     n_users = int(present[-1]) + 1
-    run.validate(per_user, [
-        _Check("ids_contiguous", fname, f"every user id in [0, n_users={n_users}) must have a row",
-               gxe.ExpectColumnValuesToBeBetween(column="missing_before", max_value=0), gap_example),
-        _Check("eval_users_have_train", fname, "every user with valid/test rows must have a train row",
-               gxe.ExpectColumnValuesToBeBetween(column="n_train_if_eval", min_value=1),
-               lambda u, _v: {"userID": u, "n_train": 0, "n_eval": n_eval[pos(u)],
-                              "first_eval_line": first_eval[pos(u)]})])
-    return {"n_users": n_users, "n_items": int(df["__itemID_num"].max()) + 1, "n_interactions": len(df),
-            "n_train": int((labels == 0).sum()), "n_valid": int((labels == 1).sum()),
-            "n_test": int((labels == 2).sum())}
+    run.validate(
+        per_user,
+        [
+            _Check(
+                "ids_contiguous",
+                fname,
+                f"every user id in [0, n_users={n_users}) must have a row",
+                gxe.ExpectColumnValuesToBeBetween(column="missing_before", max_value=0),
+                gap_example,
+            ),
+            _Check(
+                "eval_users_have_train",
+                fname,
+                "every user with valid/test rows must have a train row",
+                gxe.ExpectColumnValuesToBeBetween(column="n_train_if_eval", min_value=1),
+                lambda u, _v: {
+                    "userID": u,
+                    "n_train": 0,
+                    "n_eval": n_eval[pos(u)],
+                    "first_eval_line": first_eval[pos(u)],
+                },
+            ),
+        ],
+    )
+    return {
+        "n_users": n_users,
+        "n_items": int(df["__itemID_num"].max()) + 1,
+        "n_interactions": len(df),
+        "n_train": int((labels == 0).sum()),
+        "n_valid": int((labels == 1).sum()),
+        "n_test": int((labels == 2).sum()),
+    }
 
 
 def _load(path: Path) -> tuple[np.ndarray | None, str]:
@@ -336,19 +432,30 @@ def _finite_rows(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind not in "fc":
         return np.zeros(arr.shape[0], dtype=np.int64)
     step = max(1, CHUNK_ELEMS // max(1, arr.shape[1]))
-    return np.concatenate([(~np.isfinite(arr[i:i + step])).sum(axis=1) for i in range(0, arr.shape[0], step)]
-                          or [np.zeros(0, dtype=np.int64)])
+    return np.concatenate(
+        [(~np.isfinite(arr[i : i + step])).sum(axis=1) for i in range(0, arr.shape[0], step)]
+        or [np.zeros(0, dtype=np.int64)]
+    )
 
 
-def _check_features(run: _Run, gxe: Any, folder: Path, manifest: DatasetManifest,
-                    inter: dict[str, Any] | None) -> None:
+def _check_features(
+    run: _Run, gxe: Any, folder: Path, manifest: DatasetManifest, inter: dict[str, Any] | None
+) -> None:
     """Modality summary frame (index = modality) then one per-row frame (index = row) per matrix."""
     summary: dict[str, dict[str, Any]] = {}
     arrays: dict[str, np.ndarray] = {}
     for mod in manifest.modalities.values():
         path = folder / mod.file
-        rec: dict[str, Any] = {"file": mod.file, "exists": path.is_file(), "loadable": None,
-                               "error": "", "ndim": None, "dtype": None, "n_cols": None, "declared_dim": None}
+        rec: dict[str, Any] = {
+            "file": mod.file,
+            "exists": path.is_file(),
+            "loadable": None,
+            "error": "",
+            "ndim": None,
+            "dtype": None,
+            "n_cols": None,
+            "declared_dim": None,
+        }
         if rec["exists"]:
             arr, rec["error"] = _load(path)
             rec["loadable"] = arr is not None
@@ -364,19 +471,48 @@ def _check_features(run: _Run, gxe: Any, folder: Path, manifest: DatasetManifest
     def mod_example(*keys: str) -> Any:
         return lambda m, _v: {"modality": m, **{k: frame.at[m, k] for k in ("file", *keys)}}
 
-    run.validate(frame, [
-        _Check("modality_file_exists", MANIFEST_NAME, "every modality file named in the manifest must exist",
-               gxe.ExpectColumnValuesToBeInSet(column="exists", value_set=[True]), mod_example()),
-        _Check("modality_file_loadable", MANIFEST_NAME, "must load with np.load(allow_pickle=False)",
-               gxe.ExpectColumnValuesToBeInSet(column="loadable", value_set=[True]), mod_example("error")),
-        _Check("feature_2d", MANIFEST_NAME, "feature matrices must be 2-d",
-               gxe.ExpectColumnValuesToBeInSet(column="ndim", value_set=[2]), mod_example("ndim")),
-        _Check("feature_dtype_float", MANIFEST_NAME, f"feature dtype must be one of {FLOAT_DTYPES}",
-               gxe.ExpectColumnValuesToBeInSet(column="dtype", value_set=FLOAT_DTYPES), mod_example("dtype")),
-        _Check("feature_dim_matches", MANIFEST_NAME, "declared dim must equal the column count",
-               gxe.ExpectColumnPairValuesToBeEqual(column_A="declared_dim", column_B="n_cols",
-                                                   ignore_row_if="either_value_is_missing"),
-               mod_example("declared_dim", "n_cols"))])
+    run.validate(
+        frame,
+        [
+            _Check(
+                "modality_file_exists",
+                MANIFEST_NAME,
+                "every modality file named in the manifest must exist",
+                gxe.ExpectColumnValuesToBeInSet(column="exists", value_set=[True]),
+                mod_example(),
+            ),
+            _Check(
+                "modality_file_loadable",
+                MANIFEST_NAME,
+                "must load with np.load(allow_pickle=False)",
+                gxe.ExpectColumnValuesToBeInSet(column="loadable", value_set=[True]),
+                mod_example("error"),
+            ),
+            _Check(
+                "feature_2d",
+                MANIFEST_NAME,
+                "feature matrices must be 2-d",
+                gxe.ExpectColumnValuesToBeInSet(column="ndim", value_set=[2]),
+                mod_example("ndim"),
+            ),
+            _Check(
+                "feature_dtype_float",
+                MANIFEST_NAME,
+                f"feature dtype must be one of {FLOAT_DTYPES}",
+                gxe.ExpectColumnValuesToBeInSet(column="dtype", value_set=FLOAT_DTYPES),
+                mod_example("dtype"),
+            ),
+            _Check(
+                "feature_dim_matches",
+                MANIFEST_NAME,
+                "declared dim must equal the column count",
+                gxe.ExpectColumnPairValuesToBeEqual(
+                    column_A="declared_dim", column_B="n_cols", ignore_row_if="either_value_is_missing"
+                ),
+                mod_example("declared_dim", "n_cols"),
+            ),
+        ],
+    )
     stats = manifest.stats or {}
     declared = stats.get("n_items")
     declared = declared if isinstance(declared, int) and not isinstance(declared, bool) else None
@@ -393,22 +529,47 @@ def _check_features(run: _Run, gxe: Any, folder: Path, manifest: DatasetManifest
         file = manifest.modalities[name].file
         bad = _finite_rows(arr)
         rows = pd.DataFrame({"n_nonfinite": bad, "finite": bad == 0}, index=pd.RangeIndex(len(bad)))
-        run.validate(rows, [
-            _Check("feature_row_count", file, f"'{name}' must have n_items = {expected} rows ({why})",
-                   gxe.ExpectTableRowCountToEqual(value=expected),
-                   lambda _r, v, n=name: {"modality": n, "rows": v, "expected": expected}),
-            _Check("feature_finite", file, f"'{name}' values must be finite (no NaN/inf); rows = item ids",
-                   gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
-                   lambda r, _v, b=bad: {"row": r, "n_nonfinite": b[r]})])
+        run.validate(
+            rows,
+            [
+                _Check(
+                    "feature_row_count",
+                    file,
+                    f"'{name}' must have n_items = {expected} rows ({why})",
+                    gxe.ExpectTableRowCountToEqual(value=expected),
+                    lambda _r, v, n=name: {"modality": n, "rows": v, "expected": expected},
+                ),
+                _Check(
+                    "feature_finite",
+                    file,
+                    f"'{name}' values must be finite (no NaN/inf); rows = item ids",
+                    gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+                    lambda r, _v, b=bad: {"row": r, "n_nonfinite": b[r]},
+                ),
+            ],
+        )
     if inter is None or not stats:
         if stats:
             run.skipped.append("stats_agree (interactions unusable)")
         return
     actual = dict(inter, n_items=max([inter["n_items"], *(a.shape[0] for a in arrays.values())]))
     keys = [k for k in STAT_KEYS if k in stats]
-    table = pd.DataFrame({"declared": [stats[k] for k in keys], "actual": [actual[k] for k in keys]},
-                         index=keys, dtype=object)
-    run.validate(table, [_Check(
-        "stats_agree", MANIFEST_NAME, "the manifest's stats must match the data",
-        gxe.ExpectColumnPairValuesToBeEqual(column_A="declared", column_B="actual"),
-        lambda k, _v: {"stat": k, "declared": table.at[k, "declared"], "actual": table.at[k, "actual"]})])
+    table = pd.DataFrame(
+        {"declared": [stats[k] for k in keys], "actual": [actual[k] for k in keys]}, index=keys, dtype=object
+    )
+    run.validate(
+        table,
+        [
+            _Check(
+                "stats_agree",
+                MANIFEST_NAME,
+                "the manifest's stats must match the data",
+                gxe.ExpectColumnPairValuesToBeEqual(column_A="declared", column_B="actual"),
+                lambda k, _v: {
+                    "stat": k,
+                    "declared": table.at[k, "declared"],
+                    "actual": table.at[k, "actual"],
+                },
+            )
+        ],
+    )

@@ -128,7 +128,8 @@ class MGCN(Recommender):
         self.reg_batch_size = int(config.get("train_batch_size", 2048))
         # MMRec's order: its "v" slot (non-text modalities) before its "t" slot (text)
         self.modalities = [m for m in self.modality_names if m != TEXT_MODALITY] + (
-            [TEXT_MODALITY] if TEXT_MODALITY in self.modality_names else [])
+            [TEXT_MODALITY] if TEXT_MODALITY in self.modality_names else []
+        )
         self._check_features(dataset)
         self._raw_features = {m: dataset.features[m] for m in self.modalities}
         self.TABLES = {**type(self).TABLES, **{f"feat_{m}": "item" for m in self.modalities}}
@@ -162,11 +163,14 @@ class MGCN(Recommender):
             feat = dataset.features[m]
             where = f"dataset '{dataset.name}', modality '{m}'"
             if m in (ID_BRANCH, FUSION_BRANCH) or "." in m or not m:
-                raise DataError(f"{where}: the name is reserved or not a valid module name (expected a "
-                                f"non-empty name without '.', not '{ID_BRANCH}' / '{FUSION_BRANCH}')")
+                raise DataError(
+                    f"{where}: the name is reserved or not a valid module name (expected a "
+                    f"non-empty name without '.', not '{ID_BRANCH}' / '{FUSION_BRANCH}')"
+                )
             if feat.ndim != 2 or feat.shape[0] != self.n_items:
-                raise DataError(f"{where}: feature matrix has shape {feat.shape}, "
-                                f"expected ({self.n_items}, dim)")
+                raise DataError(
+                    f"{where}: feature matrix has shape {feat.shape}, expected ({self.n_items}, dim)"
+                )
             if not np.isfinite(feat).all():
                 bad = int(np.flatnonzero(~np.isfinite(feat).all(axis=1))[0])
                 raise DataError(f"{where}: row {bad} holds a NaN or infinite value")
@@ -196,8 +200,9 @@ class MGCN(Recommender):
         mask accumulates over calls, so a reloaded state dict reproduces the graphs."""
         idx = torch.as_tensor(items, dtype=torch.long).reshape(-1).to(self.dropped_items.device)
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n_items):
-            raise ValueError(f"item ids must lie in [0, {self.n_items}), "
-                             f"got {idx.min().item()}..{idx.max().item()}")
+            raise ValueError(
+                f"item ids must lie in [0, {self.n_items}), got {idx.min().item()}..{idx.max().item()}"
+            )
         self.dropped_items[idx] = True
         self._build_content_graphs()
 
@@ -246,8 +251,10 @@ class MGCN(Recommender):
         # behaviour-aware fuser
         weights = torch.softmax(self.query_common(stacked), dim=0)  # (M, N, 1)
         common = (weights * stacked).sum(dim=0)
-        specific = [getattr(self, f"prefer_{m}")(content) * (stacked[k] - common)
-                    for k, m in enumerate(self.modalities)]
+        specific = [
+            getattr(self, f"prefer_{m}")(content) * (stacked[k] - common)
+            for k, m in enumerate(self.modalities)
+        ]
         side = (torch.stack(specific, dim=0).sum(dim=0) + common) / (len(self.modalities) + 1)
         return content, side
 
@@ -255,7 +262,7 @@ class MGCN(Recommender):
         """Final representations C + S, split into users (n_users, d) and items (n_items, d)."""
         content, side = self._views()
         final = content + side
-        return final[: self.n_users], final[self.n_users:]
+        return final[: self.n_users], final[self.n_users :]
 
     # ---------------------------------------------------------------- losses
     def _loss_terms(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -269,7 +276,8 @@ class MGCN(Recommender):
         bpr = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
         reg = self.reg_weight * l2_reg(u, p, n, batch_size=self.reg_batch_size)
         cl = info_nce_rows(side, content, nu + batch.pos, self.cl_temperature) + info_nce_rows(
-            side, content, batch.users, self.cl_temperature)
+            side, content, batch.users, self.cl_temperature
+        )
         return bpr, reg, self.cl_weight * cl
 
     def calculate_loss(self, batch: Batch) -> Tensor:

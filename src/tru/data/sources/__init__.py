@@ -26,8 +26,11 @@ REQUIRED_INTER_COLUMNS = ("userID", "itemID", "x_label")
 def inputs_record(files: dict[str, Path]) -> dict[str, dict[str, Any]]:
     """``{label: {"file": absolute path, "sha256": hex digest, "bytes": size}}`` for the manifest."""
     return {
-        label: {"file": str(Path(p).resolve()), "sha256": file_sha256(Path(p)),
-                "bytes": Path(p).stat().st_size}
+        label: {
+            "file": str(Path(p).resolve()),
+            "sha256": file_sha256(Path(p)),
+            "bytes": Path(p).stat().st_size,
+        }
         for label, p in files.items()
     }
 
@@ -57,8 +60,10 @@ def load_matrix(path: Path, expected_rows: int | None = None) -> np.ndarray:
     if arr.ndim != 2:
         raise DataError(f"{path}: expected a 2-d (n_items, dim) matrix, got shape {arr.shape}")
     if expected_rows is not None and arr.shape[0] != expected_rows:
-        raise DataError(f"{path}: expected {expected_rows} rows (one per item, n_items = max(itemID)+1), "
-                        f"got {arr.shape[0]}")
+        raise DataError(
+            f"{path}: expected {expected_rows} rows (one per item, n_items = max(itemID)+1), "
+            f"got {arr.shape[0]}"
+        )
     if not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"{path}: expected a numeric matrix, got dtype {arr.dtype}")
     out = np.ascontiguousarray(arr, dtype=np.float32)
@@ -76,8 +81,10 @@ def check_inter(df: pd.DataFrame, where: Path) -> pd.DataFrame:
     x_label in {0, 1, 2}. A missing rating column is filled with 1 (implicit feedback)."""
     missing = [c for c in REQUIRED_INTER_COLUMNS if c not in df.columns]
     if missing:
-        raise DataError(f"{where}: missing column(s) {missing}; expected header "
-                        f"'userID itemID rating [timestamp] x_label', got {list(df.columns)}")
+        raise DataError(
+            f"{where}: missing column(s) {missing}; expected header "
+            f"'userID itemID rating [timestamp] x_label', got {list(df.columns)}"
+        )
     out = df.copy()
     if "rating" not in out.columns:
         out["rating"] = 1
@@ -86,12 +93,15 @@ def check_inter(df: pd.DataFrame, where: Path) -> pd.DataFrame:
         bad = values.isna() | (values < 0) | (values != values.round())
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{where}: column '{col}' row {row + 2} (line, counting the header) holds "
-                            f"{out[col].iloc[row]!r}; expected a non-negative integer")
+            raise DataError(
+                f"{where}: column '{col}' row {row + 2} (line, counting the header) holds "
+                f"{out[col].iloc[row]!r}; expected a non-negative integer"
+            )
         out[col] = values.astype(np.int64)
     bad_label = ~out["x_label"].isin([0, 1, 2])
     if bad_label.any():
         row = int(np.flatnonzero(bad_label.to_numpy())[0])
-        raise DataError(f"{where}: x_label on line {row + 2} is {out['x_label'].iloc[row]}; "
-                        "expected 0, 1 or 2")
+        raise DataError(
+            f"{where}: x_label on line {row + 2} is {out['x_label'].iloc[row]}; expected 0, 1 or 2"
+        )
     return out

@@ -43,8 +43,9 @@ def build(out: Path, path: Path | None = None, whisper: bool = False, name: str 
     inter_path = folder / INTER_FILE
     raw = read_inter(inter_path)
     if list(raw.columns) != EXPECTED_HEADER:
-        raise DataError(f"{inter_path}: expected header {EXPECTED_HEADER} (tab-separated), "
-                        f"got {list(raw.columns)}")
+        raise DataError(
+            f"{inter_path}: expected header {EXPECTED_HEADER} (tab-separated), got {list(raw.columns)}"
+        )
     ints = check_inter(raw, inter_path)
     n_items = int(ints["itemID"].max()) + 1
     files = {"text": folder / TEXT_FILE, "audio": folder / AUDIO_FILE}

