@@ -62,19 +62,25 @@ def iter_ranked(
     batch_size: int | None = None,
     keep_scores: bool = False,
 ) -> Iterator[RankedBatch]:
-    """Yield top-k item indices per user batch, with ``history`` (CSR user × item) masked to −∞."""
+    """Yield top-k item indices per user batch, with ``history`` (CSR user × item) masked to −∞.
+
+    Grad mode is disabled only around each batch's computation, never across a ``yield``: a
+    generator suspended inside ``torch.no_grad()`` would leak the disabled mode into its consumer (and,
+    if never exhausted, into whatever runs next)."""
     device = model.device
     n_items = history.shape[1]
     bs = _batch_size(n_items, batch_size)
     k = min(k, n_items)
-    with model.eval_cache(), torch.no_grad():
+    with model.eval_cache():
         for start in range(0, len(users), bs):
             ub = users[start : start + bs]
-            scores = model.full_sort_predict(torch.as_tensor(ub, device=device)).float()
-            pos, cols = csr_rows(history, ub)
-            if len(pos):
-                scores[torch.as_tensor(pos, device=device), torch.as_tensor(cols, device=device)] = -torch.inf
-            top = torch.topk(scores, k, dim=1).indices
+            with torch.no_grad():
+                scores = model.full_sort_predict(torch.as_tensor(ub, device=device)).float()
+                pos, cols = csr_rows(history, ub)
+                if len(pos):
+                    rows_t, cols_t = torch.as_tensor(pos, device=device), torch.as_tensor(cols, device=device)
+                    scores[rows_t, cols_t] = -torch.inf
+                top = torch.topk(scores, k, dim=1).indices
             yield RankedBatch(ub, top, scores if keep_scores else None)
 
 
@@ -135,12 +141,11 @@ def kth_scores(
     """τ_u: the k-th best score of each user with ``masked`` items at −∞ (−∞ if fewer remain)."""
     out = np.empty(len(users), dtype=np.float64)
     k = min(k, masked.shape[1])
-    for start, rb in zip(
-        range(0, len(users), _batch_size(masked.shape[1], batch_size)),
-        iter_ranked(model, users, masked, k, batch_size, keep_scores=True),
-    ):
+    start = 0
+    for rb in iter_ranked(model, users, masked, k, batch_size, keep_scores=True):
         top_vals = torch.gather(rb.scores, 1, rb.topk[:, -1:]).squeeze(1)
         out[start : start + len(rb.users)] = top_vals.double().cpu().numpy()
+        start += len(rb.users)
     return out
 
 
