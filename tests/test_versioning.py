@@ -141,8 +141,10 @@ def test_requests_add_refusals_leave_everything_unchanged(repo: dict, tmp_path: 
         V.requests_add(root, user=100000, reason="x", dataset_dir=repo["dataset"].root, push=False)
     with pytest.raises(V.VersioningError, match="exactly one of user, item, pair"):
         V.requests_add(root, user=1, item=2, reason="x")
-    with pytest.raises(V.VersioningError, match="not a git repository"):
-        V.requests_add(tmp_path, user=1, reason="x")
+    with pytest.MonkeyPatch.context() as mp:  # tmp_path may lie inside a git checkout (CI's scratch)
+        mp.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+        with pytest.raises(V.VersioningError, match="not a git repository"):
+            V.requests_add(tmp_path, user=1, reason="x")
     assert [f.read_bytes() for f in files] == before
     assert _git(root, "status", "--porcelain") == ""
 
@@ -264,7 +266,9 @@ def test_invalid_manifest_at_the_new_revision(repo: dict) -> None:
     assert path.read_bytes() == before
 
 
-def test_not_a_dvc_repo(tmp_path: Path) -> None:
+def test_not_a_dvc_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the test folder may itself lie inside a git checkout (CI's scratch): stop git's discovery there
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     _git(tmp_path, "init", "-q")
     with pytest.raises(V.VersioningError, match=r"not a DVC repository \(no \.dvc/ folder\)"):
         V.data_version(tmp_path)
