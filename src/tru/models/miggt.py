@@ -81,8 +81,9 @@ class _CSRSpMM(torch.autograd.Function):
         return None, None, None, None, torch.sparse_csr_tensor(crow, col, val_t, (n, n)) @ grad
 
 
-def mgdcf_propagate(graph: dict[str, Tensor], h0: Tensor, k: int, alpha: float, beta: float,
-                    edge_drop: float, training: bool) -> Tensor:
+def mgdcf_propagate(
+    graph: dict[str, Tensor], h0: Tensor, k: int, alpha: float, beta: float, edge_drop: float, training: bool
+) -> Tensor:
     """h ← β·Â'h + α·h0, k times, then h / γ_k; Â' is Â (``SymGraph`` arrays) with dropout on its edge
     values while training (each direction of an edge, and each self-loop, dropped independently)."""
     if k <= 0:
@@ -98,8 +99,13 @@ def mgdcf_propagate(graph: dict[str, Tensor], h0: Tensor, k: int, alpha: float, 
 def feature_mlp(in_dim: int, hidden: int, out_dim: int, drop: float, output_bn: bool = True) -> nn.Sequential:
     """Linear → BN → PReLU → Dropout → Linear → BN → PReLU (the reference's ``MyMLP``; Xavier-uniform
     weights, zero biases)."""
-    layers: list[nn.Module] = [nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.PReLU(),
-                               nn.Dropout(drop), nn.Linear(hidden, out_dim)]
+    layers: list[nn.Module] = [
+        nn.Linear(in_dim, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.PReLU(),
+        nn.Dropout(drop),
+        nn.Linear(hidden, out_dim),
+    ]
     if output_bn:
         layers.append(nn.BatchNorm1d(out_dim))
     layers.append(nn.PReLU())
@@ -149,15 +155,18 @@ class MIGGT(Recommender):
         self.eval_sample_seed = int(c.get("eval_sample_seed", 0))
         self.loss_reduction = str(c.get("loss_reduction", "mean"))
         if self.loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"miggt config 'loss_reduction': expected 'mean' or 'sum', "
-                             f"got {self.loss_reduction!r}")
+            raise ValueError(
+                f"miggt config 'loss_reduction': expected 'mean' or 'sum', got {self.loss_reduction!r}"
+            )
         if not dataset.features:
             raise DataError(f"dataset '{dataset.name}': MIG-GT needs at least one modality feature matrix")
         for m in dataset.features:
             if not m or "." in m or m in (ID_BRANCH, FUSION_BRANCH):
-                raise DataError(f"dataset '{dataset.name}': modality name {m!r} cannot name a branch "
-                                f"(expected a non-empty name without '.', other than {ID_BRANCH!r} and "
-                                f"{FUSION_BRANCH!r})")
+                raise DataError(
+                    f"dataset '{dataset.name}': modality name {m!r} cannot name a branch "
+                    f"(expected a non-empty name without '.', other than {ID_BRANCH!r} and "
+                    f"{FUSION_BRANCH!r})"
+                )
         # depths: k_id for the ID branch, k_<modality> per modality (text 2, others 1); k < 0 drops a branch
         self.depths: dict[str, int] = {ID_BRANCH: int(c.get("k_id", 4))}
         for m in dataset.features:
@@ -180,10 +189,13 @@ class MIGGT(Recommender):
         feat_drop, bn = float(c.get("feat_drop_rate", 0.3)), bool(c.get("bn", True))
         for m, feat in dataset.features.items():
             if feat.ndim != 2 or feat.shape[0] < self.n_items:
-                raise DataError(f"dataset '{dataset.name}': features '{m}' have shape {tuple(feat.shape)}, "
-                                f"expected ({self.n_items}, dim)")
-            self.register_buffer(f"feat_{m}", torch.as_tensor(feat[: self.n_items], dtype=torch.float32),
-                                 persistent=False)
+                raise DataError(
+                    f"dataset '{dataset.name}': features '{m}' have shape {tuple(feat.shape)}, "
+                    f"expected ({self.n_items}, dim)"
+                )
+            self.register_buffer(
+                f"feat_{m}", torch.as_tensor(feat[: self.n_items], dtype=torch.float32), persistent=False
+            )
             in_dim = int(feat.shape[1])
             if bool(c.get("use_rp", True)) and m != anchor:
                 self.register_buffer(f"rp_{m}", torch.randn(in_dim, rp_dim, generator=gen))
@@ -228,8 +240,9 @@ class MIGGT(Recommender):
             else:
                 item_in = users.new_zeros(self.n_items, users.shape[1])
             h0 = torch.cat([F.dropout(users, self.user_x_drop, tr), item_in])
-            out[ID_BRANCH] = mgdcf_propagate(graph, h0, self.depths[ID_BRANCH], self.alpha, self.beta,
-                                             self.edge_drop, tr)
+            out[ID_BRANCH] = mgdcf_propagate(
+                graph, h0, self.depths[ID_BRANCH], self.alpha, self.beta, self.edge_drop, tr
+            )
         for m in self.active:
             x = F.dropout(self.item_features(m), self.input_feat_drop, tr)
             enc = getattr(self, f"mlp_{m}")(x)
@@ -249,20 +262,20 @@ class MIGGT(Recommender):
         """Final representations of all nodes (N, d) and the transformer outputs (N, 1 + S, d)."""
         z = sum(self._branch_outputs().values())
         z = F.dropout(z, self.z_drop, self.training)
-        items = z[self.n_users:]
+        items = z[self.n_users :]
         tokens = torch.cat([z.unsqueeze(1), items[self._sample_memory(z.shape[0])]], dim=1)
         memory = self.transformer(tokens)
         return memory[:, 0], memory
 
     def forward(self) -> tuple[Tensor, Tensor]:
         h, _ = self._forward_all()
-        return h[: self.n_users], h[self.n_users:]
+        return h[: self.n_users], h[self.n_users :]
 
     # ---------------------------------------------------------------- losses
     def _losses(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """(BPR, unsmoothing + l2) from one forward pass, both reduced per ``loss_reduction``."""
         h, memory = self._forward_all()
-        u_all, i_all = h[: self.n_users], h[self.n_users:]
+        u_all, i_all = h[: self.n_users], h[self.n_users :]
         u = u_all[batch.users]
         pos = (u * i_all[batch.pos]).sum(-1)
         neg = (u * i_all[batch.neg]).sum(-1)
