@@ -19,7 +19,7 @@ def to_torch_sparse(
     """A coalesced sparse COO tensor (float32) from triplets."""
     idx = torch.stack([torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)])
     val = torch.as_tensor(vals, dtype=torch.float32)
-    return torch.sparse_coo_tensor(idx, val, shape, device=device).coalesce()
+    return torch.sparse_coo_tensor(idx, val, shape, device=device, check_invariants=False).coalesce()
 
 
 def _unique_pairs(train: Pairs, n_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +101,7 @@ def knn_graph(features: Tensor, k: int, chunk_rows: int = 2048, keep_mask: Tenso
     dis = torch.where(deg > 0, deg.clamp_min(1e-12).pow(-0.5), torch.zeros_like(deg))
     vals = dis[rows] * vals * dis[cols]
     idx = torch.stack([rows, cols])
-    return torch.sparse_coo_tensor(idx, vals, (n, n), device=x.device).coalesce()
+    return torch.sparse_coo_tensor(idx, vals, (n, n), device=x.device, check_invariants=False).coalesce()
 
 
 def spmm(adj: Tensor, dense: Tensor) -> Tensor:
