@@ -190,6 +190,29 @@ def summarise_aucs(
     }
 
 
+def _attack_round(
+    members_train: np.ndarray, non_train: np.ndarray, members_eval: np.ndarray, non_eval: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One audit round: train the attack on members (1) vs non-members (0), score the evaluation set;
+    returns (labels, scores, training-set size)."""
+    x_tr = np.concatenate([members_train, non_train])
+    y_tr = np.r_[np.ones(len(members_train)), np.zeros(len(non_train))]
+    x_ev = np.concatenate([members_eval, non_eval])
+    y_ev = np.r_[np.ones(len(members_eval)), np.zeros(len(non_eval))]
+    return y_ev, _attack(x_tr, y_tr, x_ev), len(y_tr)
+
+
+def _summarise_rounds(
+    rounds: list[tuple[np.ndarray, np.ndarray, int]], n_boot: int, seed: int
+) -> dict[str, object]:
+    """AUC per round, summarised; the first round's scores give the ROC and the bootstrap interval."""
+    aucs = [roc_auc_score(y, s) for y, s, _ in rounds]
+    y0, s0, n_train = rounds[0]
+    out = summarise_aucs(aucs, y0, s0, n_boot, seed)
+    out["n_train"] = n_train
+    return out
+
+
 def interaction_audit(
     feats: dict[str, np.ndarray], seeds: Sequence[int], n_boot: int = 200
 ) -> dict[str, object]:
@@ -198,23 +221,14 @@ def interaction_audit(
     held, mem, fgt = feats["heldout"], feats["members"], feats["forget"]
     if len(held) < 2 or len(mem) == 0 or len(fgt) == 0:
         raise ValueError("membership audit needs D_f pairs, retain pairs and at least 2 held-out pairs")
-    aucs, first = [], None
+    rounds: list[tuple[np.ndarray, np.ndarray, int]] = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
         perm = rng.permutation(len(held))
         a_idx, b_idx = perm[: len(held) // 2], perm[len(held) // 2 :]
         m_idx = rng.choice(len(mem), min(len(a_idx), len(mem)), replace=False)
-        x_tr = np.concatenate([mem[m_idx], held[a_idx]])
-        y_tr = np.r_[np.ones(len(m_idx)), np.zeros(len(a_idx))]
-        x_ev = np.concatenate([fgt, held[b_idx]])
-        y_ev = np.r_[np.ones(len(fgt)), np.zeros(len(b_idx))]
-        s = _attack(x_tr, y_tr, x_ev)
-        aucs.append(roc_auc_score(y_ev, s))
-        if first is None:
-            first = (y_ev, s, len(y_tr))
-    out = summarise_aucs(aucs, first[0], first[1], n_boot, int(seeds[0]))
-    out["n_train"] = first[2]
-    return out
+        rounds.append(_attack_round(mem[m_idx], held[a_idx], fgt, held[b_idx]))
+    return _summarise_rounds(rounds, n_boot, int(seeds[0]))
 
 
 # -------------------------------------------------------------------------------------- user level
@@ -306,21 +320,16 @@ def user_audit(
     """Per seed: retained users split into halves A / B; train on the shadow's A profiles (D_r items: 1,
     held-out items: 0); AUC on the target's deleted users (1) vs B's held-out profiles (0)."""
     n = len(shadow["heldout"])
-    aucs, first = [], None
+    rounds: list[tuple[np.ndarray, np.ndarray, int]] = []
     for seed in seeds:
         perm = np.random.default_rng(seed).permutation(n)
         a_idx, b_idx = perm[: n // 2], perm[n // 2 :]
-        x_tr = np.concatenate([shadow["train"][a_idx], shadow["heldout"][a_idx]])
-        y_tr = np.r_[np.ones(len(a_idx)), np.zeros(len(a_idx))]
-        x_ev = np.concatenate([target["deleted"], target["heldout"][b_idx]])
-        y_ev = np.r_[np.ones(len(target["deleted"])), np.zeros(len(b_idx))]
-        s = _attack(x_tr, y_tr, x_ev)
-        aucs.append(roc_auc_score(y_ev, s))
-        if first is None:
-            first = (y_ev, s, len(y_tr))
-    out = summarise_aucs(aucs, first[0], first[1], n_boot, int(seeds[0]))
-    out["n_train"] = first[2]
-    return out
+        rounds.append(
+            _attack_round(
+                shadow["train"][a_idx], shadow["heldout"][a_idx], target["deleted"], target["heldout"][b_idx]
+            )
+        )
+    return _summarise_rounds(rounds, n_boot, int(seeds[0]))
 
 
 def interaction_mia(
