@@ -203,6 +203,67 @@ def schedule(
     return {"recurring_run_id": job.recurring_run_id, "cron": cron, "host": host, "experiment": experiment}
 
 
+# --------------------------------------------------------------------------------- tru trigger adapter
+def run_for_trigger(
+    *,
+    repo: Path | str,
+    rev: str,
+    requests: list[Any],
+    data_version: dict[str, Any] | None = None,
+    mode: str = "local",
+    rev_from: str = "",
+    host: str | None = None,
+    work_dir: Path | str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The pipeline as ``tru trigger``'s runner (``tru.mlops.versioning.trigger`` calls it with the
+    revision, the newly added requests and the data version).
+
+    Maps the trigger onto pipeline parameters: ``repo`` and ``data_rev = rev`` (ingest reads ``data/`` and
+    the manifest at that commit through ``dvc.api``), ``dataset`` (default: the only folder under
+    ``data/`` at ``rev``) and any other pipeline parameter in ``options`` (backbone, method, policy,
+    epochs, max_steps, tracking_uri, ...). The pipeline forgets every request of the manifest at ``rev``
+    (the new ones and any earlier one a rejected run left unforgotten); in local mode the result is
+    checked to cover the new request ids. ``local``: :func:`run_local` with task outputs under
+    ``work_dir`` (default ``<repo>/.tru/kfp``, git-ignored); ``cluster``: :func:`submit` to ``host``.
+    Raises :class:`PipelineError` on anything the pipeline cannot take (unknown option, ``--model``,
+    several datasets and none named, no host)."""
+    from tru.mlops.versioning import datasets_at
+
+    repo = Path(repo).resolve()
+    if options.pop("model", None):
+        raise PipelineError(
+            "the pipeline takes its original model from the MLflow registry (the champion) or trains one; "
+            "--model needs the library runner: tru trigger ... --runner steps --model RUN_DIR"
+        )
+    dataset = options.pop("dataset", None)
+    if not dataset:
+        names = datasets_at(repo, rev)
+        if len(names) != 1:
+            raise PipelineError(
+                f"{repo}@{rev[:12]}: {len(names)} datasets under data/ ({', '.join(names) or 'none'}); "
+                "name one with --dataset"
+            )
+        dataset = names[0]
+    params = check_params({**options, "dataset": dataset, "repo": str(repo), "data_rev": rev})
+    new_ids = [str(getattr(r, "request_id", r)) for r in requests]
+    if mode == "cluster":
+        if not host:
+            raise PipelineError("cluster mode needs the KFP endpoint: tru trigger --mode cluster --host URL")
+        result = submit(host, params, run_name=f"tru-trigger-{rev[:12]}")
+    elif mode == "local":
+        result = run_local(params, root=work_dir or repo / ".tru" / "kfp")
+        missing = sorted(set(new_ids) - set(result.get("request_ids") or []))
+        if missing:
+            raise PipelineError(
+                f"the pipeline at {rev[:12]} did not see request(s) {missing}: is data/deletions/"
+                "requests.csv committed with `dvc add` at that revision?"
+            )
+    else:
+        raise PipelineError(f"unknown mode {mode!r}; expected local or cluster")
+    return {**result, "new_request_ids": new_ids, "data_rev": rev, "rev_from": rev_from}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipelines.runner OUT.yaml``: compile for the cluster."""
     argv = sys.argv[1:] if argv is None else argv

@@ -171,5 +171,5 @@ def test_post_commit_hook(tmp_path: Path) -> None:
     sha = git("rev-parse", "HEAD").stdout.strip()
     assert f"post-commit: data.dvc changed in {sha[:12]}: {tru} trigger --from HEAD~1 --to {sha}" in err
     assert git("log", "--format=%s").stdout.split("\n")[0] == "data"
-    # the trigger itself answered (until `tru trigger` is wired into tru.cli, argparse refuses the command)
-    assert "not a DVC repository" in err or "invalid choice: 'trigger'" in err, err
+    # the trigger itself ran and answered: this folder has no .dvc/
+    assert "not a DVC repository" in err, err

@@ -63,13 +63,25 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
     opts = {
         k: getattr(args, k)
-        for k in ("host", "dataset", "backbone", "method", "epochs", "model", "policy", "work_dir")
+        for k in (
+            "host",
+            "dataset",
+            "backbone",
+            "method",
+            "epochs",
+            "model",
+            "policy",
+            "work_dir",
+            "tracking_uri",
+            "max_steps",
+        )
     }
     entry = trigger(
         Path(args.repo),
         args.rev_from,
         args.rev_to,
         mode=args.mode,
+        runner_kind=args.runner,
         force=args.force,
         **{k: v for k, v in opts.items() if v is not None},
     )
@@ -115,6 +127,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--model", help="run folder of the current model (skips training)")
     tr.add_argument("--policy", help="certification policy YAML")
     tr.add_argument("--work-dir", dest="work_dir", help="folder for the run's outputs")
+    tr.add_argument(
+        "--runner",
+        default="kfp",
+        choices=("kfp", "steps"),
+        help="kfp: the Kubeflow pipeline (kfp.local here, a run on --host in cluster mode); steps: the same "
+        "steps in process through the library (local only; takes --model)",
+    )
+    tr.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (kfp runner)")
+    tr.add_argument("--max-steps", dest="max_steps", type=int, help="unlearning step budget (kfp runner)")
     tr.add_argument("--force", action="store_true", help="re-run a revision already processed")
     tr.set_defaults(func=cmd_trigger)
 

@@ -34,7 +34,7 @@ PARAM_FLAGS = (  # (flag, pipeline parameter, type)
 )
 
 
-def _runner() -> ModuleType:
+def load_runner() -> ModuleType:
     """``pipelines.runner``, importing it from the checkout that holds this tru when needed."""
     try:
         from pipelines import runner
@@ -60,7 +60,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _call(fn: Any, *a: Any, **kw: Any) -> Any:
-    runner = _runner()
+    runner = load_runner()
     try:
         return fn(runner)(*a, **kw)
     except runner.PipelineError as exc:

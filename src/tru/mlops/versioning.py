@@ -402,27 +402,29 @@ def read_ledger(repo: Path | str) -> dict[str, dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------- trigger
-def _pipeline_runner(mode: str) -> Runner:
-    """``run_local`` / ``submit`` from the KFP pipeline package when it is installed; in local mode the
-    library runner :func:`tru.commands.mlops_data.run_steps` otherwise."""
-    import importlib
-
-    attr = "run_local" if mode == "local" else "submit"
-    for module in ("tru.pipelines.unlearning", "pipelines.unlearning"):
-        try:
-            fn = getattr(importlib.import_module(module), attr, None)
-        except ImportError:
-            continue
-        if fn is not None:
-            return fn
-    if mode == "local":
+def _pipeline_runner(mode: str, kind: str = "kfp") -> Runner:
+    """The runner ``trigger`` hands the requests to. ``kfp`` (default): the Kubeflow pipeline through
+    ``pipelines.runner.run_for_trigger`` (``kfp.local`` in local mode, a submitted run in cluster mode);
+    ``steps``: the library runner :func:`tru.commands.mlops_data.run_steps` (the same steps in process,
+    local only; takes ``--model``)."""
+    if kind == "steps":
+        if mode != "local":
+            raise VersioningError("the steps runner is local only; cluster mode submits the KFP pipeline")
         from tru.commands.mlops_data import run_steps
 
         return run_steps
-    raise VersioningError(
-        "cluster mode needs the KFP pipeline (pipelines.unlearning.submit), which is not "
-        "importable here; install the project with its pipelines or use --mode local"
-    )
+    if kind != "kfp":
+        raise VersioningError(f"unknown runner {kind!r}; expected kfp or steps")
+    from tru.commands.common import CLIError
+    from tru.commands.pipeline import load_runner
+
+    try:
+        return load_runner().run_for_trigger
+    except (ImportError, CLIError) as exc:
+        raise VersioningError(
+            f"the KFP pipeline is not importable here ({exc}); run from the project checkout (its "
+            "pipelines/ package) with kfp installed, or use --runner steps for the in-process steps"
+        ) from exc
 
 
 def trigger(
@@ -432,6 +434,7 @@ def trigger(
     *,
     mode: str = "local",
     runner: Runner | None = None,
+    runner_kind: str = "kfp",
     force: bool = False,
     **pipeline_args: Any,
 ) -> dict[str, Any]:
@@ -459,7 +462,7 @@ def trigger(
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if todo:
-            run = runner or _pipeline_runner(mode)
+            run = runner or _pipeline_runner(mode, runner_kind)
             LOG.info(
                 "trigger %s..%s: %d new request(s), running %s",
                 sha_from[:12],
