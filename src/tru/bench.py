@@ -196,28 +196,77 @@ def _retrain_seconds(results: Path, base: dict[str, Any]) -> float | None:
 
 
 SUMMARY_METRICS = ("retain_recall@20", "forget_hr@20", "mia_auc", "time_ratio")
+GAP_METRICS = ("forget_hr_gap", "mia_auc_gap", "retain_ratio")
+GROUP = ["dataset", "backbone", "regime", "method"]
 
 
-def summarise(results: Path, out: Path | None = None) -> Path:
-    """Markdown table of mean ± std over seeds, per dataset × backbone × regime × method, plus the
-    retain-vs-forget trade-off plot; returns the Markdown path."""
-    df = pd.read_csv(results)
-    out = out or results.parent
+def with_retrain_gaps(df: pd.DataFrame, policy: Any = None) -> pd.DataFrame:
+    """Add, per row, the distance to the same cell's retrained model (same dataset, backbone, regime,
+    strategy, ratio, seed) and the default certification policy's verdict on the bench metrics:
+
+        forget_hr_gap = HR_f − HR_f(retrain)      mia_auc_gap = |AUC − AUC(retrain)|
+        retain_ratio  = R@20_retain / R@20_retain(retrain)
+        passes        = mia_auc_gap ≤ tol ∧ retain_ratio ≥ r_min ∧ −deficit ≤ forget_hr_gap ≤ excess
+
+    (``tru.certify.policy.Policy`` defaults: tol 0.05, r_min 0.97, excess 0.02, deficit 0.05). Rows without a
+    retrain row get NaN and ``passes`` False."""
+    from tru.certify.policy import Policy
+
+    pol = policy or Policy()
+    cell = ["dataset", "backbone", "regime", "strategy", "ratio", "seed"]
+    ref = df[df["method"] == "retrain"].drop_duplicates(cell, keep="last")
+    ref = ref[[*cell, "forget_hr@20", "mia_auc", "retain_recall@20"]].rename(
+        columns={c: f"ref_{c}" for c in ("forget_hr@20", "mia_auc", "retain_recall@20")}
+    )
+    out = df.merge(ref, on=cell, how="left")
+    out["forget_hr_gap"] = out["forget_hr@20"] - out["ref_forget_hr@20"]
+    out["mia_auc_gap"] = (out["mia_auc"] - out["ref_mia_auc"]).abs()
+    out["retain_ratio"] = out["retain_recall@20"] / out["ref_retain_recall@20"]
+    out["passes"] = (
+        (out["mia_auc_gap"] <= pol.mia_auc_tolerance)
+        & (out["retain_ratio"] >= pol.retain_recall_min_ratio)
+        & (out["forget_hr_gap"] <= pol.forget_hr_max_excess)
+        & (out["forget_hr_gap"] >= -pol.forget_hr_max_deficit)
+    )
+    return out.drop(columns=[c for c in out.columns if c.startswith("ref_")])
+
+
+def _mean_std(vals: pd.Series) -> str:
+    vals = pd.to_numeric(vals, errors="coerce").dropna()
+    if vals.empty:
+        return "—"
+    return f"{vals.mean():.3f} ± {vals.std(ddof=1):.3f}" if len(vals) > 1 else f"{vals.mean():.3f}"
+
+
+def read_results(paths: Path | list[Path]) -> pd.DataFrame:
+    """One frame from one or more results CSVs (later files win on duplicate keys)."""
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    return df.drop_duplicates(list(KEY), keep="last")
+
+
+def summarise(results: Path | list[Path], out: Path | None = None) -> Path:
+    """Markdown table of mean ± std over seeds, per dataset × backbone × regime × method: the metrics, the
+    distance to retrain (:func:`with_retrain_gaps`) and how many seeds pass the default policy; plus the
+    retain-vs-forget trade-off plot. Returns the Markdown path."""
+    paths = [results] if isinstance(results, Path) else list(results)
+    df = with_retrain_gaps(read_results(paths))
+    out = out or paths[0].parent
+    out.mkdir(parents=True, exist_ok=True)
     order = {m: i for i, m in enumerate(["original", *METHODS, *ABLATIONS])}
+    cols = [*SUMMARY_METRICS, *GAP_METRICS]
     lines = [
-        "| dataset | backbone | regime | method | n | " + " | ".join(SUMMARY_METRICS) + " |",
-        "|" + "---|" * (5 + len(SUMMARY_METRICS)),
+        "| dataset | backbone | regime | method | n | " + " | ".join(cols) + " | policy pass |",
+        "|" + "---|" * (6 + len(cols)),
     ]
-    groups = df.groupby(["dataset", "backbone", "regime", "method"], sort=False)
+    groups = df.groupby(GROUP, sort=False)
     rows = sorted(groups, key=lambda g: (*g[0][:3], order.get(g[0][3], 99)))
     for (dset, bb, regime, method), g in rows:
-        cells = []
-        for m in SUMMARY_METRICS:
-            vals = pd.to_numeric(g[m], errors="coerce").dropna()
-            cells.append(
-                "—" if vals.empty else f"{vals.mean():.4f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.4f}"
-            )
-        lines.append(f"| {dset} | {bb} | {regime} | {method} | {len(g)} | " + " | ".join(cells) + " |")
+        cells = [_mean_std(g[m]) for m in cols]
+        passed = "—" if method in ("original", "retrain") else f"{int(g['passes'].sum())}/{len(g)}"
+        lines.append(
+            f"| {dset} | {bb} | {regime} | {method} | {len(g)} | " + " | ".join(cells) + f" | {passed} |"
+        )
     md = out / "results.md"
     md.write_text("\n".join(lines) + "\n")
     _plot_tradeoff(df, out / "tradeoff.png")

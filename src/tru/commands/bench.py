@@ -8,7 +8,20 @@ from pathlib import Path
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from tru.bench import BenchConfig, run_bench, summarise
+    from tru.commands.common import CLIError
     from tru.config import parse_override
+
+    out = Path(args.out)
+    if args.from_results:
+        missing = [p for p in args.from_results if not Path(p).is_file()]
+        if missing:
+            raise CLIError(f"--from-results: no such file(s): {', '.join(missing)}")
+        md = summarise([Path(p) for p in args.from_results], out)
+        print(md.read_text())
+        print(f"table: {md}; plot: {out / 'tradeoff.png'}")
+        return 0
+    if not args.data:
+        raise CLIError("tru bench: --data is required (or --from-results CSV ... to only tabulate)")
 
     cfg = BenchConfig(
         datasets=args.data,
@@ -23,7 +36,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     if args.method:
         cfg.methods = args.method
-    out = Path(args.out)
     results = run_bench(cfg, out)
     md = summarise(results, out)
     print(md.read_text())
@@ -35,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from tru.bench import ABLATIONS, METHODS
 
     b = sub.add_parser("bench", help="benchmark TRU against its baselines (resumable)")
-    b.add_argument("--data", nargs="+", required=True, help="dataset folders")
+    b.add_argument("--data", nargs="+", help="dataset folders")
     b.add_argument("--backbone", nargs="+", default=["mgcn", "miggt"])
     b.add_argument("--regime", nargs="+", default=["user", "item", "interaction"])
     b.add_argument("--method", nargs="+", choices=[*METHODS, *ABLATIONS], help="default: all + ablations")
@@ -45,5 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--epochs", type=int, help="epoch budget for original and retrained models")
     b.add_argument("--mia-seeds", type=int, default=3)
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="unlearning config override")
+    b.add_argument(
+        "--from-results",
+        nargs="+",
+        metavar="CSV",
+        help="run nothing: tabulate and plot these results.csv files (e.g. one per dataset) into --out",
+    )
     b.add_argument("--out", required=True, help="results folder (rerun to resume)")
     b.set_defaults(func=cmd_bench)
