@@ -27,10 +27,10 @@ def certify(
     import shutil
     from pathlib import Path
 
-    from tru.mlops import steps
+    from tru.mlops import release_steps, steps
 
     seeds = tuple(int(s) for s in audit_seeds.split(",") if s.strip())
-    cert = steps.certify(
+    cert = release_steps.certify(
         Path(data.path), Path(original.path), Path(unlearned.path), Path(deletion_requests.path),
         Path(certificate.path), policy=policy, retrain=retrain, seeds=seeds,
     )  # fmt: skip

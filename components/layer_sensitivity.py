@@ -19,10 +19,10 @@ def sensitivity(
     the heatmap as an HTML page for the Kubeflow UI. Returns the selected units, comma-separated."""
     from pathlib import Path
 
-    from tru.mlops import steps
+    from tru.mlops import release_steps, steps
 
     out = Path(report.path)
     res = steps.sensitivity(Path(data.path), Path(model.path), Path(deletion_requests.path), out)
-    Path(heatmap.path).write_text(steps.heatmap_html(out / "sensitivity.png"))
+    Path(heatmap.path).write_text(release_steps.heatmap_html(out / "sensitivity.png"))
     report.metadata["selected"] = ",".join(res["selected"])
     return ",".join(res["selected"])

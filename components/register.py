@@ -25,9 +25,9 @@ def register(
     import json
     from pathlib import Path
 
-    from tru.mlops import steps
+    from tru.mlops import release_steps
 
-    res = steps.register(
+    res = release_steps.register(
         Path(unlearned.path), Path(certificate.path),
         dataset_name=dataset_name, backbone=backbone, data_version=json.loads(data_version),
         tracking_uri=tracking_uri, sensitivity_dir=Path(sensitivity.path),

@@ -216,7 +216,7 @@ def run_for_trigger(
     work_dir: Path | str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """The pipeline as ``tru trigger``'s runner (``tru.mlops.versioning.trigger`` calls it with the
+    """The pipeline as ``tru trigger``'s runner (``tru.mlops.trigger.trigger`` calls it with the
     revision, the newly added requests and the data version).
 
     Maps the trigger onto pipeline parameters: ``repo`` and ``data_rev = rev`` (ingest reads ``data/`` and

@@ -19,7 +19,7 @@ from kfp.dsl import Artifact, Dataset, Model
 from pipelines.runner import _tmpdir
 
 from tru.data.dataset import DataError, write_dataset
-from tru.mlops import steps
+from tru.mlops import release_steps, steps
 
 LENIENT = (
     "mia_auc_tolerance: 1\nuser_mia_auc_tolerance: null\nretain_recall_min_ratio: 0\n"
@@ -47,7 +47,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )  # fmt: skip
     steps.sensitivity(root / "data", root / "model", root / "requests.csv", root / "sens")
     steps.unlearn(root / "data", root / "model", root / "requests.csv", root / "unlearned", max_steps=10)
-    steps.certify(
+    release_steps.certify(
         root / "data", root / "model", root / "unlearned", root / "requests.csv", root / "cert",
         policy=LENIENT, retrain=False, seeds=(0,),
     )  # fmt: skip
@@ -164,7 +164,7 @@ def test_certify_component_verdict_report_and_metrics(world: dict[str, Any]) -> 
 
 
 def test_register_component_promotes_only_certified(world: dict[str, Any]) -> None:
-    from tru.mlops import tracking
+    from tru.mlops import registry, tracking
 
     root = world["root"]
     arts = {"unlearned": (root / "unlearned", Model), "certificate": (root / "cert", Artifact),
@@ -176,4 +176,4 @@ def test_register_component_promotes_only_certified(world: dict[str, Any]) -> No
     assert res["promoted"] is True and res["champion"] == res["version"]
     assert "champion" in (out / "summary").read_text()
     tracking.configure(None)
-    assert tracking.champion(res["model_name"], root / "champ")[0] == res["version"]
+    assert registry.champion(res["model_name"], root / "champ")[0] == res["version"]

@@ -126,7 +126,7 @@ def test_local_run_end_to_end_then_failed_certificate_keeps_champion(
     from mlflow import MlflowClient
 
     from tru.data.dataset import write_dataset
-    from tru.mlops import steps, tracking
+    from tru.mlops import release_steps, tracking
 
     df, feats = make_tiny_frame()
     write_dataset(tmp_path / "tiny", "tiny", df, feats, source={"kind": "test"})
@@ -152,13 +152,13 @@ def test_local_run_end_to_end_then_failed_certificate_keeps_champion(
     # a failed certificate (impossible policy) on the same artifacts: registered, rejected, champion kept
     (run_dir,) = Path(res["pipeline_root"]).iterdir()
     data, reqs = run_dir / "ingest" / "data", run_dir / "ingest" / "deletion_requests"
-    cert = steps.certify(
+    cert = release_steps.certify(
         data, run_dir / "train" / "model", run_dir / "unlearn" / "unlearned", reqs, tmp_path / "cert",
         policy="retain_recall_min_ratio: 1000\n", retrain=False, seeds=(0,),
     )  # fmt: skip
     assert cert["passed"] is False
     version = json.loads((run_dir / "ingest" / "info").read_text())["data_version"]
-    out = steps.register(run_dir / "unlearn" / "unlearned", tmp_path / "cert", dataset_name="tiny",
+    out = release_steps.register(run_dir / "unlearn" / "unlearned", tmp_path / "cert", dataset_name="tiny",
                          backbone="vbpr", data_version=version)  # fmt: skip
     assert out["promoted"] is False and out["version"] == "2" and out["champion"] == "1"
     tracking.configure(uri)

@@ -20,7 +20,7 @@ from tru.checkpoint import load_run, save_run
 from tru.config import load_config
 from tru.data.dataset import load_dataset, write_dataset
 from tru.forget.requests import DeletionRequest, resolve_requests
-from tru.mlops import tracking
+from tru.mlops import registry, tracking
 from tru.mlops.tracking import TrackingError
 from tru.models import build_backbone
 from tru.train.trainer import Trainer
@@ -95,8 +95,8 @@ def _aliases(client: MlflowClient, name: str = NAME) -> dict[str, str]:
 
 def _promote_initial(world: dict[str, Any]) -> str:
     run_id = _log(world, "original")
-    v1 = tracking.register_version(NAME, run_id, world["root"] / "original", tags={})
-    assert tracking.promote(NAME, v1, {"passed": True, "reasons": []}, [])["champion"] == v1
+    v1 = registry.register_version(NAME, run_id, world["root"] / "original", tags={})
+    assert registry.promote(NAME, v1, {"passed": True, "reasons": []}, [])["champion"] == v1
     return v1
 
 
@@ -138,42 +138,42 @@ def test_log_unlearn_run_with_certificate(world, mlflow_store) -> None:
 def test_promotion_rejection_champion_and_purge(world, mlflow_store) -> None:
     root, ids = world["root"], world["ids"]
     client = MlflowClient(tracking_uri=mlflow_store.uri, registry_uri=mlflow_store.uri)
-    assert tracking.champion(NAME) is None  # no registered model yet
+    assert registry.champion(NAME) is None  # no registered model yet
     v1 = _promote_initial(world)
     # a failing certificate: champion untouched, version rejected with reasons, candidate alias
     run2 = _log(world, "unlearned", cert="cert-fail")
-    v2 = tracking.register_version(NAME, run2, root / "unlearned", tags={"method": "tru"})
-    out = tracking.promote(NAME, v2, world["fail"], ids)
+    v2 = registry.register_version(NAME, run2, root / "unlearned", tags={"method": "tru"})
+    out = registry.promote(NAME, v2, world["fail"], ids)
     assert out == {"promoted": False, "version": v2, "champion": v1}
     t2 = client.get_model_version(NAME, v2).tags
     assert t2["verdict"] == "rejected" and t2["reasons"] == "; ".join(world["fail"]["reasons"])
     assert _aliases(client) == {"champion": v1, "candidate": v2}
     # a passing certificate: champion moves; the old ones are tagged as holding the deleted requests
     run3 = _log(world, "unlearned", cert="cert-pass")
-    v3 = tracking.register_version(NAME, run3, root / "unlearned", tags={})
-    assert tracking.promote(NAME, v3, world["pass"], ids) == {"promoted": True, "version": v3, "champion": v3}
+    v3 = registry.register_version(NAME, run3, root / "unlearned", tags={})
+    assert registry.promote(NAME, v3, world["pass"], ids) == {"promoted": True, "version": v3, "champion": v3}
     t1, t2, t3 = (client.get_model_version(NAME, v).tags for v in (v1, v2, v3))
     assert t3["verdict"] == "certified" and t3["forgotten_requests"] == ",".join(sorted(ids))
     assert t3["data_version.dvc_md5"] == DATA_VERSION["dvc_md5"]
     assert t1["superseded_by"] == v3 and t1["contains_deleted_data"] == "true" == t2["contains_deleted_data"]
     assert t1["deleted_requests"] == ",".join(sorted(ids)) and "contains_deleted_data" not in t3
     # champion() round trip: the downloaded folder loads with tru's checkpoint loader
-    version, folder = tracking.champion(NAME)
+    version, folder = registry.champion(NAME)
     assert version == v3 and str(folder).startswith(str(mlflow_store.db.parent / "tmp"))
     assert load_run(folder, world["ds"]).meta["n_forget_pairs"] > 0
     assert (folder / "model.pt").read_bytes() == (root / "unlearned" / "model.pt").read_bytes()
     # purge: dry run lists v1 and v2 and deletes nothing; apply deletes their model artifacts only
     art = Path(client.get_run(client.get_model_version(NAME, v1).run_id).info.artifact_uri[7:]) / "model"
-    dry = tracking.purge(NAME)
+    dry = registry.purge(NAME)
     assert [r["version"] for r in dry] == [v1, v2] and {r["action"] for r in dry} == {"would delete"}
     assert (art / "model.pt").is_file()
-    done = tracking.purge(NAME, dry_run=False)
+    done = registry.purge(NAME, dry_run=False)
     assert [r["version"] for r in done] == [v1, v2] and not art.exists()
     assert client.get_model_version(NAME, v1).tags["purged"] == "true"
     assert _aliases(client) == {"champion": v3}
-    assert tracking.purge(NAME, dry_run=False) == []
-    assert tracking.champion(NAME)[0] == v3  # the champion's artifacts are intact
-    versions = tracking.list_versions(NAME)
+    assert registry.purge(NAME, dry_run=False) == []
+    assert registry.champion(NAME)[0] == v3  # the champion's artifacts are intact
+    versions = registry.list_versions(NAME)
     assert [(v["version"], v["aliases"]) for v in versions] == [(v1, []), (v2, []), (v3, ["champion"])]
 
 
@@ -182,9 +182,9 @@ def test_failure_midway_leaves_champion(world, mlflow_store) -> None:
     written, the tags are restored, the champion stays."""
     v1 = _promote_initial(world)
     run2 = _log(world, "unlearned", cert="cert-pass")
-    v2 = tracking.register_version(NAME, run2, world["root"] / "unlearned", tags={})
+    v2 = registry.register_version(NAME, run2, world["root"] / "unlearned", tags={})
     with pytest.raises(TrackingError, match=r"version 99: not in the registry"):
-        tracking.promote(NAME, "99", world["pass"], world["ids"])
+        registry.promote(NAME, "99", world["pass"], world["ids"])
     client = MlflowClient(registry_uri=mlflow_store.uri)
     before = {v: dict(client.get_model_version(NAME, v).tags) for v in (v1, v2)}
     db = sqlite3.connect(mlflow_store.db)
@@ -196,7 +196,7 @@ def test_failure_midway_leaves_champion(world, mlflow_store) -> None:
     db.commit()
     try:
         with pytest.raises(TrackingError, match=f"(?s)alias writes refused.*champion is still {v1}$"):
-            tracking.promote(NAME, v2, world["pass"], world["ids"])
+            registry.promote(NAME, v2, world["pass"], world["ids"])
     finally:
         db.executescript("DROP TRIGGER refuse_insert; DROP TRIGGER refuse_update;")
         db.close()
@@ -211,11 +211,11 @@ def test_s3_artifact_store(world, mlflow_s3_store, moto_server: S3Server) -> Non
     run1 = MlflowClient(registry_uri=mlflow_s3_store.uri).get_model_version(NAME, v1).run_id
     assert any(k.endswith(f"{run1}/artifacts/model/model.pt") for k in moto_server.keys(bucket))
     run2 = _log(world, "unlearned", cert="cert-pass")
-    v2 = tracking.register_version(NAME, run2, world["root"] / "unlearned", tags={})
-    tracking.promote(NAME, v2, world["pass"], world["ids"])
-    version, folder = tracking.champion(NAME)
+    v2 = registry.register_version(NAME, run2, world["root"] / "unlearned", tags={})
+    registry.promote(NAME, v2, world["pass"], world["ids"])
+    version, folder = registry.champion(NAME)
     assert version == v2 and load_run(folder, world["ds"]).meta["n_forget_pairs"] > 0
-    assert [r["version"] for r in tracking.purge(NAME, dry_run=False)] == [v1]
+    assert [r["version"] for r in registry.purge(NAME, dry_run=False)] == [v1]
     keys = moto_server.keys(bucket)
     assert not any(f"{run1}/artifacts/model/" in k for k in keys)
     assert any(f"{run2}/artifacts/model/model.pt" in k for k in keys)
@@ -233,10 +233,10 @@ def test_model_name_and_bad_input(world, mlflow_store, tmp_path: Path) -> None:
 
 
 def test_registry_cli(world, mlflow_store, capsys, tmp_path: Path) -> None:
-    from tru.commands import registry
+    from tru.commands import registry as registry_cmd
 
     parser = argparse.ArgumentParser(prog="tru")
-    registry.register(parser.add_subparsers(dest="command", required=True))
+    registry_cmd.register(parser.add_subparsers(dest="command", required=True))
 
     def run(*argv: str) -> str:
         args = parser.parse_args(["registry", *argv])
@@ -250,10 +250,10 @@ def test_registry_cli(world, mlflow_store, capsys, tmp_path: Path) -> None:
     assert "nothing to purge" in run("purge", "--name", NAME)
     # the same run registered again and certified: v1 holds deleted data, but its files are the champion's
     run1 = MlflowClient(registry_uri=mlflow_store.uri).get_model_version(NAME, v1).run_id
-    v2 = tracking.register_version(NAME, run1, world["root"] / "original", tags={})
-    tracking.promote(NAME, v2, world["pass"], world["ids"])
+    v2 = registry.register_version(NAME, run1, world["root"] / "original", tags={})
+    registry.promote(NAME, v2, world["pass"], world["ids"])
     assert "nothing to purge" in run("purge", "--name", NAME, "--apply")
-    assert (Path(tracking.champion(NAME)[1]) / "model.pt").is_file()
+    assert (Path(registry.champion(NAME)[1]) / "model.pt").is_file()
     from tru.commands.common import CLIError
 
     with pytest.raises(CLIError, match="no registered model 'tru-none-vbpr'"):
@@ -270,9 +270,9 @@ def test_mlflow_server_with_s3_and_server_down(world, mlflow_server, monkeypatch
     assert tracking.configure() == mlflow_server.url
     name = tracking.model_name("tiny-server", "vbpr")
     run1 = _log(world, "original")
-    v1 = tracking.register_version(name, run1, world["root"] / "original", tags={})
-    assert tracking.promote(name, v1, {"passed": True}, [])["champion"] == v1
-    version, folder = tracking.champion(name)
+    v1 = registry.register_version(name, run1, world["root"] / "original", tags={})
+    assert registry.promote(name, v1, {"passed": True}, [])["champion"] == v1
+    version, folder = registry.champion(name)
     assert version == v1 and (folder / "model.pt").is_file()
     keys = moto_server.keys(mlflow_server.bucket, mlflow_server.prefix)
     assert any(k.endswith(f"{run1}/artifacts/model/model.pt") for k in keys)
@@ -282,7 +282,7 @@ def test_mlflow_server_with_s3_and_server_down(world, mlflow_server, monkeypatch
     with pytest.raises(TrackingError, match=r"not reachable.*nothing was logged or changed"):
         tracking.log_run(world["root"] / "unlearned", kind="unlearn", params={}, data_version=DATA_VERSION)
     with pytest.raises(TrackingError, match="not reachable"):
-        tracking.promote(name, v1, world["fail"], world["ids"])
+        registry.promote(name, v1, world["fail"], world["ids"])
     client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
     assert _aliases(client, name) == {"champion": v1}
     assert client.get_model_version(name, v1).tags["verdict"] == "certified"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tru.data.dataset import DataError
+from tru.mlops import trigger as T
 from tru.mlops import versioning as V
 
 BUCKET = "tru-dvc"
@@ -153,7 +154,7 @@ def test_trigger_runs_once_then_reports_already_processed(repo: dict, tmp_path: 
     from tru.commands.mlops_data import run_steps
 
     root = repo["root"]
-    entry = V.trigger(
+    entry = T.trigger(
         root,
         repo["c1"],
         repo["c2"],
@@ -168,28 +169,28 @@ def test_trigger_runs_once_then_reports_already_processed(repo: dict, tmp_path: 
     assert entry["data_version"]["git_commit"] == repo["c2"]
     cert = json.loads(Path(entry["result"]["certificate"]).read_text())
     assert cert["passed"] == entry["result"]["passed"]
-    ledger = (root / V.LEDGER_PATH).read_bytes()
-    again = V.trigger(root, "HEAD~1", "HEAD", runner=run_steps)
+    ledger = (root / T.LEDGER_PATH).read_bytes()
+    again = T.trigger(root, "HEAD~1", "HEAD", runner=run_steps)
     assert again["status"] == "already-processed" and again["requests"] == ["r-user-5", "r-pair"]
-    assert (root / V.LEDGER_PATH).read_bytes() == ledger
+    assert (root / T.LEDGER_PATH).read_bytes() == ledger
     assert _git(root, "status", "--porcelain") == ""  # .tru/ ignores itself
 
 
 def test_trigger_failures_leave_the_ledger_untouched(repo: dict) -> None:
     root = repo["root"]
-    path = root / V.LEDGER_PATH
+    path = root / T.LEDGER_PATH
     before = path.read_bytes() if path.is_file() else None
 
     def must_not_run(**_: object) -> dict:
         raise AssertionError("runner called")
 
     with pytest.raises(V.VersioningError, match="unknown revision 'no-such-rev'"):
-        V.trigger(root, "no-such-rev", "HEAD", runner=must_not_run)
+        T.trigger(root, "no-such-rev", "HEAD", runner=must_not_run)
     with pytest.raises(V.VersioningError, match="unknown mode"):
-        V.trigger(root, "HEAD~1", "HEAD", mode="moon", runner=must_not_run)
+        T.trigger(root, "HEAD~1", "HEAD", mode="moon", runner=must_not_run)
     # a runner that fails (a service down, a crashed step): nothing recorded, the error propagates
     with pytest.raises(RuntimeError, match="service down"):
-        V.trigger(
+        T.trigger(
             root,
             repo["c1"],
             repo["c2"],
@@ -254,7 +255,7 @@ def test_cli_requests_add_and_trigger(repo: dict, capsys) -> None:
 
 def test_invalid_manifest_at_the_new_revision(repo: dict) -> None:
     root = repo["root"]
-    path = root / V.LEDGER_PATH
+    path = root / T.LEDGER_PATH
     before = path.read_bytes()
     manifest = root / V.REQUESTS_PATH
     manifest.write_text(manifest.read_text() + "r-bad,user,-3,,2025-01-01,oops\n")
@@ -262,7 +263,7 @@ def test_invalid_manifest_at_the_new_revision(repo: dict) -> None:
         r.add(str(root / "data"))
     _git(root, "commit", "-q", "-am", "a bad row")
     with pytest.raises(DataError, match=r"requests.csv@[0-9a-f]{12}:5: field 'user_id': negative id '-3'"):
-        V.trigger(root, "HEAD~1", "HEAD")
+        T.trigger(root, "HEAD~1", "HEAD")
     assert path.read_bytes() == before
 
 
@@ -275,4 +276,4 @@ def test_not_a_dvc_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     shutil.rmtree(tmp_path / ".git")
     os.makedirs(tmp_path / "x")
     with pytest.raises(V.VersioningError, match="not a git repository"):
-        V.trigger(tmp_path / "x", "HEAD~1", "HEAD")
+        T.trigger(tmp_path / "x", "HEAD~1", "HEAD")

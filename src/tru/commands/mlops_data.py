@@ -59,7 +59,7 @@ def cmd_requests_add(args: argparse.Namespace) -> int:
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
-    from tru.mlops.versioning import trigger
+    from tru.mlops.trigger import trigger
 
     opts = {
         k: getattr(args, k)

@@ -18,20 +18,20 @@ _SHOWN_TAGS = ("verdict", "forgotten_requests", "contains_deleted_data", "supers
 
 
 def _connect(args: argparse.Namespace):
-    from tru.mlops import tracking
+    from tru.mlops import registry, tracking
 
     try:
         tracking.configure(args.tracking_uri)
     except tracking.TrackingError as exc:
         raise CLIError(str(exc)) from exc
-    return tracking
+    return registry
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    tracking = _connect(args)
+    registry = _connect(args)
     try:
-        versions = tracking.list_versions(args.name)
-    except tracking.TrackingError as exc:
+        versions = registry.list_versions(args.name)
+    except registry.TrackingError as exc:
         raise CLIError(str(exc)) from exc
     if args.json:
         print(json.dumps(versions, indent=2))
@@ -44,10 +44,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_champion(args: argparse.Namespace) -> int:
-    tracking = _connect(args)
+    registry = _connect(args)
     try:
-        found = tracking.champion(args.name, Path(args.download) if args.download else None)
-    except tracking.TrackingError as exc:
+        found = registry.champion(args.name, Path(args.download) if args.download else None)
+    except registry.TrackingError as exc:
         raise CLIError(str(exc)) from exc
     if found is None:
         raise CLIError(f"registered model '{args.name}' has no champion")
@@ -57,10 +57,10 @@ def cmd_champion(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    tracking = _connect(args)
+    registry = _connect(args)
     try:
-        rows = tracking.purge(args.name, dry_run=not args.apply)
-    except tracking.TrackingError as exc:
+        rows = registry.purge(args.name, dry_run=not args.apply)
+    except registry.TrackingError as exc:
         raise CLIError(str(exc)) from exc
     if not rows:
         print(f"{args.name}: nothing to purge (no superseded version holds deleted data)")
