@@ -144,3 +144,30 @@ def test_empty_forget_set_is_noop(trained) -> None:
     )
     out = _run("tru", trained, spec)
     assert out.report["params_changed"] == 0
+
+
+def test_unlearning_keeps_normalisation_statistics(tmp_path) -> None:
+    """MIG-GT's feature MLPs hold BatchNorm: every method that updates in place leaves its running
+    statistics (and every other buffer) bit-identical, so only what the optimiser changes changes."""
+    from tru.data.dataset import load_dataset, write_dataset
+
+    from .conftest import make_tiny_frame
+
+    df, feats = make_tiny_frame()
+    write_dataset(tmp_path / "tiny", "tiny", df, feats)
+    ds = load_dataset(tmp_path / "tiny", validate=False)
+    cfg = load_config("miggt", overrides={"epochs": 2, "seed": 3, "train_batch_size": 256, "device": "cpu"})
+    model = build_backbone("miggt", ds, cfg)
+    Trainer(model, ds, cfg, log=lambda _s: None).fit()
+    before = {n: b.clone() for n, b in model.named_buffers() if b.dtype.is_floating_point}
+    assert any("running_mean" in n for n in before)
+    spec = interaction_spec(ds)
+    for method in ("tru", "mmrecun"):
+        ucfg = unlearn_config(cfg, {"max_steps": 5, "check_every": 5, "stop_on_target": False,
+                                    "min_retain_ratio": 0.0, "seed": 0})  # fmt: skip
+        out = run_unlearning(method, model, ds, spec, cfg, ucfg)
+        assert out.report["params_changed"] > 0
+        after = dict(out.model.named_buffers())
+        for name, buf in before.items():
+            if "running" in name:
+                assert torch.equal(after[name], buf), f"{method} moved {name}"

@@ -98,6 +98,18 @@ class Recommender(nn.Module, ABC):
     def calculate_loss(self, batch: Batch) -> Tensor:
         """The backbone's full training loss on a BPR batch (BPR + regulariser + auxiliary losses)."""
 
+    def unlearning_mode(self) -> None:
+        """Training mode for a reverse update: dropout active, normalisation statistics frozen.
+
+        BatchNorm running statistics are buffers, not parameters: updated by every training-mode forward,
+        they would drift outside any optimiser, mask or learning rate (MIG-GT on Last.fm-2K loses 3.5 % of
+        valid Recall@20 in 10 forwards with no parameter change), so unlearning normalises with the
+        trained model's statistics, as fine-tuning practice does."""
+        self.train()
+        for module in self.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
     def training_state(self) -> Any:
         """One training-mode forward pass that several losses of one optimiser step can share (the
         unlearning engine scores a D_f batch and computes the retain loss on a D_r batch from it).

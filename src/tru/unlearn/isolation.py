@@ -111,7 +111,7 @@ def probe(
     names = [n for n, p in named.items() if p.requires_grad]
     acc_f = {n: torch.zeros_like(named[n]) for n in names}
     acc_r = {n: torch.zeros_like(named[n]) for n in names}
-    model.train()
+    model.unlearning_mode()
     for _ in range(int(cfg.get("probe_batches", 20))):
         bf, br = forget_stream.next(), retain_stream.next()
         pos, neg = pair_scores(model, bf)
