@@ -171,3 +171,31 @@ def test_unlearning_keeps_normalisation_statistics(tmp_path) -> None:
         for name, buf in before.items():
             if "running" in name:
                 assert torch.equal(after[name], buf), f"{method} moved {name}"
+
+
+def test_pair_membership_handles_empty_and_unknown_pairs() -> None:
+    from tru.unlearn.rfg import pair_keys, pairs_in
+
+    keys = pair_keys(np.array([0, 2, 1]), np.array([5, 1, 3]), n_items=10)
+    got = pairs_in(np.array([2, 0, 1, 9]), np.array([1, 6, 3, 9]), keys, n_items=10)
+    assert got.tolist() == [True, False, True, False]
+    empty = np.zeros(0, np.int64)
+    assert pairs_in(empty, empty, keys, 10).shape == (0,)  # a ranked batch without any target hit
+    assert pairs_in(np.array([1]), np.array([3]), pair_keys(empty, empty, 10), 10).tolist() == [False]
+
+
+def test_tru_item_regime_runs_the_neighbour_term(trained) -> None:
+    """Item regime end to end: the gate's neighbour term is rebuilt at every refresh. (The case that crashed
+    it on MovieLens-100K, a ranked batch with no target in its top-K, is the empty case of
+    test_pair_membership_handles_empty_and_unknown_pairs.)"""
+    ds, _model, _cfg = trained
+    tr = ds.train
+    targets = np.unique(tr.items)[:2]
+    pick = np.isin(tr.items, targets)
+    keep_eval = lambda p: p.subset(~np.isin(p.items, targets))  # noqa: E731
+    spec = ForgetSpec(
+        "item", tr.subset(pick), tr.subset(~pick), np.zeros(0, np.int64), targets.astype(np.int64),
+        keep_eval(ds.valid), keep_eval(ds.test), ["r-item"],
+    )  # fmt: skip
+    out = _run("tru", trained, spec, gate_refresh=5, stop_on_target=False)
+    assert out.report["steps"] > 5 and out.report["params_changed"] > 0

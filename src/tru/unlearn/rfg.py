@@ -27,6 +27,21 @@ from tru.forget.spec import ForgetSpec
 from tru.models.base import Batch, Recommender
 
 
+def pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Sorted int64 keys u·n_items + i of a set of (user, item) pairs."""
+    return np.sort(np.asarray(users, np.int64) * n_items + np.asarray(items, np.int64))
+
+
+def pairs_in(users: np.ndarray, items: np.ndarray, sorted_keys: np.ndarray, n_items: int) -> np.ndarray:
+    """Boolean mask: (users[j], items[j]) is among the pairs behind ``sorted_keys`` (searchsorted; any
+    length, including none)."""
+    keys = np.asarray(users, np.int64) * n_items + np.asarray(items, np.int64)
+    if len(sorted_keys) == 0 or len(keys) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
+
+
 class RankingFusionGate:
     def __init__(
         self, spec: ForgetSpec, n_users: int, n_items: int, cfg: dict[str, Any], rng: np.random.Generator
@@ -80,19 +95,20 @@ class RankingFusionGate:
         gates = self.gate(torch.as_tensor(f.users, device=dev), s)
         self.mean_gate = float(gates.mean()) if len(f) else 0.0
         if self.spec.regime in ("item", "mixed") and len(self.spec.items):
-            self.neighbour_pairs = self._neighbours(model, seen)
+            self.neighbour_pairs = self._neighbours(model)
 
-    def _neighbours(self, model: Recommender, seen: Any) -> Pairs:
+    def _neighbours(self, model: Recommender) -> Pairs:
         """(v, t): users v with no interaction with target t who rank t in their top-K (D_r masked)."""
         targets = np.asarray(self.spec.items, dtype=np.int64)
         candidates = np.setdiff1d(np.arange(self.n_users), self.spec.users)
         retain_csr = self.spec.retain.csr(self.n_users, self.n_items)
+        history_keys = pair_keys(self.all_history.users, self.all_history.items, self.n_items)
         found_u, found_t = [], []
         for rb in iter_ranked(model, candidates, retain_csr, self.k):
             top = rb.topk.cpu().numpy()
             row, col = np.nonzero(np.isin(top, targets))
             users, items = rb.users[row], top[row, col]
-            keep = np.asarray(seen[users, items]).reshape(-1) == 0
+            keep = ~pairs_in(users, items, history_keys, self.n_items)
             found_u.append(users[keep])
             found_t.append(items[keep])
         if not found_u:
