@@ -84,7 +84,11 @@ bench-unlearning: install data-lfm2k data-ml100k
 		$(BIN)/tru bench --data $(DATA)/$$d --backbone mgcn miggt --seeds $(BENCH_SEEDS) --epochs 50 \
 			--out bench/$$d > bench/$$d.log 2>&1 & \
 	done; wait
-	$(BIN)/tru bench --from-results bench/lfm2k/results.csv bench/ml100k/results.csv --out benchmarks/results
+	$(BIN)/tru bench --from-results bench/lfm2k/results.csv bench/ml100k/results.csv --out bench/all
+	cp bench/lfm2k/results.csv benchmarks/results/unlearning-lfm2k.csv
+	cp bench/ml100k/results.csv benchmarks/results/unlearning-ml100k.csv
+	cp bench/all/results.md benchmarks/results/unlearning.md
+	cp bench/all/tradeoff.png benchmarks/results/unlearning-tradeoff.png
 
 clean:
 	rm -rf $(SCRATCH) runs .pytest_cache
