@@ -229,3 +229,16 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
         text=True,
     )
     assert bad.returncode != 0 and "error" in bad.stderr
+
+
+def test_threads_flag_applies_to_every_command(monkeypatch, tmp_path) -> None:
+    """``--threads`` used to reach torch only through the trainer: ``tru unlearn --threads 1`` ran with
+    every core, and two such processes oversubscribed a 2-core machine ~10x."""
+    from tru import utils
+
+    seen: list[int] = []
+    monkeypatch.setattr(utils, "set_threads", seen.append)
+    argv = ["unlearn", "--data", str(tmp_path / "none"), "--model", str(tmp_path / "m"), "--requests",
+            str(tmp_path / "r.csv"), "--threads", "1", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) != 0  # no such dataset: an error, after the threads were set
+    assert seen == [1]

@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    if getattr(args, "threads", None):  # every command that takes --threads, not only training
+        from tru import utils
+
+        utils.set_threads(args.threads)
     from tru.certify import CertifyError
     from tru.checkpoint import CheckpointError
     from tru.config import ConfigError
