@@ -228,7 +228,7 @@ def run_for_trigger(
     ``work_dir`` (default ``<repo>/.tru/kfp``, git-ignored); ``cluster``: :func:`submit` to ``host``.
     Raises :class:`PipelineError` on anything the pipeline cannot take (unknown option, ``--model``,
     several datasets and none named, no host)."""
-    from tru.mlops.versioning import datasets_at
+    from tru.mlops.versioning import only_dataset_at
 
     repo = Path(repo).resolve()
     if options.pop("model", None):
@@ -236,15 +236,7 @@ def run_for_trigger(
             "the pipeline takes its original model from the MLflow registry (the champion) or trains one; "
             "--model needs the library runner: tru trigger ... --runner steps --model RUN_DIR"
         )
-    dataset = options.pop("dataset", None)
-    if not dataset:
-        names = datasets_at(repo, rev)
-        if len(names) != 1:
-            raise PipelineError(
-                f"{repo}@{rev[:12]}: {len(names)} datasets under data/ ({', '.join(names) or 'none'}); "
-                "name one with --dataset"
-            )
-        dataset = names[0]
+    dataset = options.pop("dataset", None) or only_dataset_at(repo, rev)
     params = check_params({**options, "dataset": dataset, "repo": str(repo), "data_rev": rev})
     new_ids = [str(getattr(r, "request_id", r)) for r in requests]
     if mode == "cluster":

@@ -24,6 +24,20 @@ pytest_plugins = ["tests.fixtures_services"]
 LFM2K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lfm2k"
 
 
+def dvc_test_env(site_cache: Path) -> dict[str, str]:
+    """Environment for a throw-away git + DVC repository: no analytics, a private DVC site cache, a git
+    identity for commits."""
+    return {
+        "DVC_NO_ANALYTICS": "1",
+        "ITERATIVE_DO_NOT_TRACK": "1",
+        "DVC_SITE_CACHE_DIR": str(site_cache),
+        "GIT_AUTHOR_NAME": "tru test",
+        "GIT_AUTHOR_EMAIL": "test@tru.invalid",
+        "GIT_COMMITTER_NAME": "tru test",
+        "GIT_COMMITTER_EMAIL": "test@tru.invalid",
+    }
+
+
 def make_tiny_frame(
     n_users: int = 120,
     n_items: int = 80,

@@ -19,6 +19,8 @@ pytest.importorskip("kfp")
 from tru import cli
 from tru.mlops import versioning as V
 
+from .conftest import dvc_test_env
+
 BUCKET_PREFIX = "tru-e2e"
 LENIENT = (
     "mia_auc_tolerance: 1\nuser_mia_auc_tolerance: null\nretain_recall_min_ratio: 0\n"
@@ -38,16 +40,7 @@ def dvc_repo(tmp_path: Path, moto_server: Any, monkeypatch: pytest.MonkeyPatch) 
 
     from tru.data.prepare import prepare_dataset
 
-    for k, v in {
-        "DVC_NO_ANALYTICS": "1",
-        "ITERATIVE_DO_NOT_TRACK": "1",
-        "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site"),
-        "GIT_AUTHOR_NAME": "tru test",
-        "GIT_AUTHOR_EMAIL": "test@tru.invalid",
-        "GIT_COMMITTER_NAME": "tru test",
-        "GIT_COMMITTER_EMAIL": "test@tru.invalid",
-        "GIT_CEILING_DIRECTORIES": str(tmp_path),
-    }.items():
+    for k, v in {**dvc_test_env(tmp_path / "dvc-site"), "GIT_CEILING_DIRECTORIES": str(tmp_path)}.items():
         monkeypatch.setenv(k, v)
     bucket = moto_server.make_bucket(f"{BUCKET_PREFIX}-{tmp_path.name[-8:].lower().replace('_', '-')}")
     root = tmp_path / "repo"

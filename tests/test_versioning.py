@@ -19,6 +19,8 @@ from tru.data.dataset import DataError
 from tru.mlops import trigger as T
 from tru.mlops import versioning as V
 
+from .conftest import dvc_test_env
+
 BUCKET = "tru-dvc"
 SECRET = "moto-secret-not-for-git"
 
@@ -54,15 +56,7 @@ def s3() -> Iterator[str]:
 def env(tmp_path_factory) -> Iterator[None]:
     mp = pytest.MonkeyPatch()
     site = tmp_path_factory.mktemp("dvc-site")
-    for k, v in {
-        "DVC_NO_ANALYTICS": "1",
-        "ITERATIVE_DO_NOT_TRACK": "1",
-        "DVC_SITE_CACHE_DIR": str(site),
-        "GIT_AUTHOR_NAME": "tru test",
-        "GIT_AUTHOR_EMAIL": "test@tru.invalid",
-        "GIT_COMMITTER_NAME": "tru test",
-        "GIT_COMMITTER_EMAIL": "test@tru.invalid",
-    }.items():
+    for k, v in dvc_test_env(site).items():
         mp.setenv(k, v)
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
         mp.delenv(k, raising=False)
@@ -277,3 +271,17 @@ def test_not_a_dvc_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     os.makedirs(tmp_path / "x")
     with pytest.raises(V.VersioningError, match="not a git repository"):
         T.trigger(tmp_path / "x", "HEAD~1", "HEAD")
+
+
+def test_cli_trigger_pipeline_errors_are_messages(repo: dict, capsys) -> None:
+    """A pipeline that cannot run as asked (cluster mode without --host) is exit 2 with the pipeline's own
+    message, not a traceback, and the ledger is untouched."""
+    pytest.importorskip("kfp")
+    from tru.cli import main
+
+    root = repo["root"]
+    before = (root / T.LEDGER_PATH).read_bytes()
+    argv = ["trigger", "--from", repo["c1"], "--to", repo["c2"], "--repo", str(root), "--mode", "cluster"]
+    assert main([*argv, "--force"]) == 2
+    assert "cluster mode needs the KFP endpoint" in capsys.readouterr().err
+    assert (root / T.LEDGER_PATH).read_bytes() == before

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,15 +77,21 @@ def cmd_trigger(args: argparse.Namespace) -> int:
             "max_steps",
         )
     }
-    entry = trigger(
-        Path(args.repo),
-        args.rev_from,
-        args.rev_to,
-        mode=args.mode,
-        runner_kind=args.runner,
-        force=args.force,
-        **{k: v for k, v in opts.items() if v is not None},
-    )
+    try:
+        entry = trigger(
+            Path(args.repo),
+            args.rev_from,
+            args.rev_to,
+            mode=args.mode,
+            runner_kind=args.runner,
+            force=args.force,
+            **{k: v for k, v in opts.items() if v is not None},
+        )
+    except Exception as exc:  # the pipeline's own errors (kfp runner) are user-facing: a message, exit 2
+        runner = sys.modules.get("pipelines.runner")
+        if runner is not None and isinstance(exc, runner.PipelineError):
+            raise CLIError(str(exc)) from exc
+        raise
     print(json.dumps(entry, indent=2))
     return 0
 
@@ -161,17 +168,10 @@ def run_steps(
     on the new requests; ``tru certify``. Returns paths and the verdict."""
     from tru.cli import main
     from tru.forget.requests import write_requests
-    from tru.mlops.versioning import datasets_at, open_dataset_at
+    from tru.mlops.versioning import only_dataset_at, open_dataset_at
 
     repo = Path(repo)
-    if dataset is None:
-        names = datasets_at(repo, rev)
-        if len(names) != 1:
-            raise CLIError(
-                f"{repo}@{rev[:12]}: {len(names)} datasets under data/ ({', '.join(names)}); "
-                "name one with dataset=..."
-            )
-        dataset = names[0]
+    dataset = dataset or only_dataset_at(repo, rev)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     work = Path(work_dir) if work_dir else repo / ".tru" / "runs" / f"{rev[:12]}-{stamp}"
     data = open_dataset_at(repo, rev, dataset, work / "data")

@@ -214,6 +214,18 @@ def datasets_at(repo: Path | str, rev: str) -> list[str]:
     )
 
 
+def only_dataset_at(repo: Path | str, rev: str) -> str:
+    """The name of the single dataset folder under ``data/`` at ``rev``; :class:`VersioningError` naming
+    what is there when there are none or several."""
+    names = datasets_at(repo, rev)
+    if len(names) != 1:
+        raise VersioningError(
+            f"{repo}@{rev[:12]}: {len(names)} datasets under data/ ({', '.join(names) or 'none'}); "
+            "name one with --dataset"
+        )
+    return names[0]
+
+
 def open_dataset_at(repo: Path | str, rev: str, name: str, dest: Path | str) -> Path:
     """Materialise ``data/<name>/`` at ``rev`` as the folder ``dest`` (its files directly inside), through a
     temporary sibling and a rename: ``dest`` is complete or absent. Returns ``dest``."""

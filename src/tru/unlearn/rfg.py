@@ -63,6 +63,7 @@ class RankingFusionGate:
         self.neighbour_pairs = Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64))
         self.mean_gate = 1.0
         self.all_history = spec.retain.concat(spec.forget)
+        self.history_keys = pair_keys(self.all_history.users, self.all_history.items, self.n_items)
 
     @torch.no_grad()
     def refresh(self, model: Recommender) -> None:
@@ -102,13 +103,12 @@ class RankingFusionGate:
         targets = np.asarray(self.spec.items, dtype=np.int64)
         candidates = np.setdiff1d(np.arange(self.n_users), self.spec.users)
         retain_csr = self.spec.retain.csr(self.n_users, self.n_items)
-        history_keys = pair_keys(self.all_history.users, self.all_history.items, self.n_items)
         found_u, found_t = [], []
         for rb in iter_ranked(model, candidates, retain_csr, self.k):
             top = rb.topk.cpu().numpy()
             row, col = np.nonzero(np.isin(top, targets))
             users, items = rb.users[row], top[row, col]
-            keep = ~pairs_in(users, items, history_keys, self.n_items)
+            keep = ~pairs_in(users, items, self.history_keys, self.n_items)
             found_u.append(users[keep])
             found_t.append(items[keep])
         if not found_u:
