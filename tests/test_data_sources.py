@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -155,6 +156,20 @@ def _raw_mmrec(folder: Path, seed: int = 0) -> tuple[pd.DataFrame, dict[str, np.
     for mod, x in d.features.items():
         np.save(folder / f"{mod}_feat.npy", x)
     return df, d.features
+
+
+def test_prepared_folder_does_not_depend_on_where_the_inputs_lie(tmp_path: Path) -> None:
+    """The data version (DVC hash of the prepared folder) must not change with the checkout's path: the same
+    inputs copied elsewhere give byte-identical files, and the manifest names inputs, not their paths."""
+    _raw_mmrec(tmp_path / "raw")
+    shutil.copytree(tmp_path / "raw", tmp_path / "elsewhere" / "deeper" / "raw")
+    prepare_dataset("mmrec", tmp_path / "a", path=tmp_path / "raw")
+    prepare_dataset("mmrec", tmp_path / "b", path=tmp_path / "elsewhere" / "deeper" / "raw")
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for name in files:
+        assert file_sha256(tmp_path / "a" / name) == file_sha256(tmp_path / "b" / name), name
+    assert str(tmp_path) not in (tmp_path / "a" / "dataset.yaml").read_text()
 
 
 def test_mmrec_round_trip(tmp_path: Path) -> None:

@@ -65,7 +65,9 @@ def prepare_dataset(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("prepared %s dataset '%s' in %s: %s", source, manifest.name, out, manifest.stats)
+    log.info(
+        "prepared %s dataset '%s' from %s in %s: %s", source, manifest.name, path or "-", out, manifest.stats
+    )
     return manifest
 
 

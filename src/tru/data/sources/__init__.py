@@ -24,10 +24,14 @@ REQUIRED_INTER_COLUMNS = ("userID", "itemID", "x_label")
 
 
 def inputs_record(files: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """``{label: {"file": absolute path, "sha256": hex digest, "bytes": size}}`` for the manifest."""
+    """``{label: {"file": file name, "sha256": hex digest, "bytes": size}}`` for the manifest.
+
+    Inputs are identified by name and content, never by where they lie: the same inputs prepared from
+    another checkout or machine give a byte-identical dataset folder, so its DVC hash (the data version)
+    does not change with the path."""
     return {
         label: {
-            "file": str(Path(p).resolve()),
+            "file": Path(p).name,
             "sha256": file_sha256(Path(p)),
             "bytes": Path(p).stat().st_size,
         }

@@ -54,7 +54,6 @@ def build(out: Path, path: Path | None = None, whisper: bool = False, name: str 
     features = {mod: load_matrix(p, expected_rows=n_items) for mod, p in files.items()}
     source = {
         "kind": "lfm2k",
-        "path": str(folder.resolve()),
         "options": {"whisper": bool(whisper)},
         "seed": None,
         "inputs": inputs_record({"interactions": inter_path, **files}),

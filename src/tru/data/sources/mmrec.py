@@ -103,7 +103,6 @@ def build(
     table = raw if "rating" in raw.columns else raw.assign(rating="1")
     source: dict[str, Any] = {
         "kind": "mmrec",
-        "path": str(folder.resolve()),
         "options": {"inter": inter, "modalities": mods},
         "seed": None,
         "inputs": inputs_record({"interactions": inter_path, **{m: folder / f for m, f in mods.items()}}),
