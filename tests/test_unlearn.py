@@ -199,3 +199,69 @@ def test_tru_item_regime_runs_the_neighbour_term(trained) -> None:
     )  # fmt: skip
     out = _run("tru", trained, spec, gate_refresh=5, stop_on_target=False)
     assert out.report["steps"] > 5 and out.report["params_changed"] > 0
+
+
+def test_probe_equals_per_batch_accumulation(trained) -> None:
+    """The probe's shared forward pass gives the same unit norms and selection as accumulating the
+    gradients of P separately forwarded batches (the literal §6 recipe) on a deterministic backbone."""
+    import copy
+
+    from tru.unlearn.engine import make_streams
+    from tru.unlearn.isolation import probe
+    from tru.unlearn.losses import reverse_bpr
+
+    ds, model, cfg = trained
+    model = copy.deepcopy(model)
+    spec = interaction_spec(ds, seed=4)
+    ucfg = unlearn_config(cfg, {"probe_batches": 4, "forget_batch_size": 64, "retain_batch_size": 128})
+    parts = probe(model, spec, *make_streams(model, spec, ds.n_users, ds.n_items, ucfg), ucfg)
+
+    fstream, rstream = make_streams(model, spec, ds.n_users, ds.n_items, ucfg)
+    params = dict(model.named_parameters())
+    acc_f = {n: torch.zeros_like(p) for n, p in params.items()}
+    acc_r = {n: torch.zeros_like(p) for n, p in params.items()}
+    for _ in range(4):
+        bf, br = fstream.next(), rstream.next()
+        u, i = model.forward()
+        ue = u[bf.users]
+        lf = reverse_bpr((ue * i[bf.pos]).sum(-1), (ue * i[bf.neg]).sum(-1))
+        for acc, loss in ((acc_f, lf), (acc_r, model.calculate_loss(br))):
+            for n, g in zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True)):
+                if g is not None:
+                    acc[n] += g
+    whole = {p.unit: p for p in parts if p.part == "all"}
+    assert whole, "no dense unit scored"
+    for unit, part in whole.items():
+        names = [n for n in params if n == unit or n.startswith(unit + ".")]
+        assert names, unit
+        ref_f = sum(float(acc_f[n].pow(2).sum()) for n in names) ** 0.5
+        ref_r = sum(float(acc_r[n].pow(2).sum()) for n in names) ** 0.5
+        assert part.forget_norm == pytest.approx(ref_f, rel=1e-4, abs=1e-9), unit
+        assert part.retain_norm == pytest.approx(ref_r, rel=1e-4, abs=1e-9), unit
+    assert any(p.forget_norm > 0 for p in whole.values())
+
+
+@pytest.mark.parametrize("backbone", ["vbpr", "mgcn", "miggt"])
+def test_training_state_serves_the_backbone_loss(tiny, backbone: str) -> None:
+    """One ``training_state()`` gives the same pair scores as ``forward()`` and the same loss as
+    ``calculate_loss`` (same dropout draws), so the engine's single forward per step changes no maths."""
+    from tru.models.base import Batch
+
+    model = build_backbone(backbone, tiny, load_config(backbone, overrides={"device": "cpu", "seed": 0}))
+    model.train()
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randint(0, len(tiny.train), (64,), generator=g)
+    batch = Batch(
+        torch.from_numpy(tiny.train.users)[idx],
+        torch.from_numpy(tiny.train.items)[idx],
+        torch.randint(0, tiny.n_items, (64,), generator=g),
+    )
+    torch.manual_seed(5)
+    ref_loss = model.calculate_loss(batch)
+    torch.manual_seed(5)
+    ref_u, ref_i = model.forward()
+    torch.manual_seed(5)
+    state = model.training_state()
+    u, i = model.state_embeddings(state)
+    assert torch.allclose(u, ref_u) and torch.allclose(i, ref_i)
+    assert torch.allclose(model.loss_from_state(state, batch), ref_loss)

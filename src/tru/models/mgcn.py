@@ -265,9 +265,24 @@ class MGCN(Recommender):
         return final[: self.n_users], final[self.n_users :]
 
     # ---------------------------------------------------------------- losses
-    def _loss_terms(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
-        """(BPR, weighted regulariser, weighted contrastive loss) from one forward pass."""
-        content, side = self._views()
+    def training_state(self) -> tuple[Tensor, Tensor]:
+        """(C, S): the two views, from which both the final scores and the contrastive loss follow."""
+        return self._views()
+
+    def state_embeddings(self, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        final = state[0] + state[1]
+        return final[: self.n_users], final[self.n_users :]
+
+    def loss_from_state(self, state: tuple[Tensor, Tensor], batch: Batch) -> Tensor:
+        bpr, reg, cl = self._loss_terms(batch, state)
+        return bpr + reg + cl
+
+    def _loss_terms(
+        self, batch: Batch, state: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(BPR, weighted regulariser, weighted contrastive loss) from one forward pass (``state``, or a
+        fresh one)."""
+        content, side = self._views() if state is None else state
         final = content + side
         nu = self.n_users
         u = final[batch.users]

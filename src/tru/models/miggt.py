@@ -278,9 +278,22 @@ class MIGGT(Recommender):
         return h[: self.n_users], h[self.n_users :]
 
     # ---------------------------------------------------------------- losses
-    def _losses(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """(BPR, unsmoothing + l2) from one forward pass, both reduced per ``loss_reduction``."""
-        h, memory = self._forward_all()
+    def training_state(self) -> tuple[Tensor, Tensor]:
+        """(H, memory): final node representations and the transformer outputs the unsmoothing loss uses."""
+        return self._forward_all()
+
+    def state_embeddings(self, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        h = state[0]
+        return h[: self.n_users], h[self.n_users :]
+
+    def loss_from_state(self, state: tuple[Tensor, Tensor], batch: Batch) -> Tensor:
+        bpr, aux = self._losses(batch, state)
+        return bpr + aux
+
+    def _losses(self, batch: Batch, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """(BPR, unsmoothing + l2) from one forward pass (``state``, or a fresh one), both reduced per
+        ``loss_reduction``."""
+        h, memory = self._forward_all() if state is None else state
         u_all, i_all = h[: self.n_users], h[self.n_users :]
         u = u_all[batch.users]
         pos = (u * i_all[batch.pos]).sum(-1)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from tru.forget.spec import ForgetSpec
 from tru.models.base import ID_BRANCH, Recommender
-from tru.unlearn.losses import PairStream, pair_scores, reverse_bpr
+from tru.unlearn.losses import PairStream, reverse_bpr
 
 EPS = 1e-12
 
@@ -104,24 +104,31 @@ def probe(
     retain_stream: PairStream,
     cfg: dict[str, Any],
 ) -> list[UnitPart]:
-    """Accumulate forget / retain gradients over ``probe_batches`` batches and score every unit part."""
+    """Accumulate forget / retain gradients over ``probe_batches`` batches and score every unit part.
+
+    g_f = ∇ Σ_k L_f(B_f,k) and g_r = ∇ Σ_k L_r(B_r,k) over P batch pairs, all scored from one shared
+    training-mode forward pass (the same sharing as an unlearning step): one forward and two backward
+    passes instead of 2P of each. The sum of per-batch gradients is the gradient of the summed loss, so
+    this is the per-batch accumulation of §6 exactly when the forward is deterministic (MGCN), and with
+    one dropout draw shared by the P batches otherwise."""
     touched = touched_rows(spec, model.n_users, model.n_items)
     parts = _unit_parts(model, touched)
     named = dict(model.named_parameters())
     names = [n for n, p in named.items() if p.requires_grad]
-    acc_f = {n: torch.zeros_like(named[n]) for n in names}
-    acc_r = {n: torch.zeros_like(named[n]) for n in names}
+    params = [named[n] for n in names]
     model.unlearning_mode()
+    state = model.training_state()
+    u_all, i_all = model.state_embeddings(state)
+    loss_f = loss_r = torch.zeros((), device=model.device)
     for _ in range(int(cfg.get("probe_batches", 20))):
         bf, br = forget_stream.next(), retain_stream.next()
-        pos, neg = pair_scores(model, bf)
-        gf = torch.autograd.grad(reverse_bpr(pos, neg), [named[n] for n in names], allow_unused=True)
-        gr = torch.autograd.grad(model.calculate_loss(br), [named[n] for n in names], allow_unused=True)
-        for n, a, b in zip(names, gf, gr):
-            if a is not None:
-                acc_f[n] += a
-            if b is not None:
-                acc_r[n] += b
+        ue = u_all[bf.users]
+        loss_f = loss_f + reverse_bpr((ue * i_all[bf.pos]).sum(-1), (ue * i_all[bf.neg]).sum(-1))
+        loss_r = loss_r + model.loss_from_state(state, br)
+    gf = torch.autograd.grad(loss_f, params, allow_unused=True, retain_graph=True)
+    gr = torch.autograd.grad(loss_r, params, allow_unused=True)
+    acc_f = {n: torch.zeros_like(named[n]) if a is None else a for n, a in zip(names, gf)}
+    acc_r = {n: torch.zeros_like(named[n]) if b is None else b for n, b in zip(names, gr)}
     for part, pnames in parts:
         fsq = rsq = 0.0
         for n in pnames:

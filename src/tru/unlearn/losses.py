@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.nn.functional import softplus
 
 from tru.data.dataset import Pairs
-from tru.models.base import Batch, Recommender
+from tru.models.base import Batch
 from tru.train.sampler import NegativeSampler
 
 
@@ -65,10 +65,3 @@ class PairStream:
         neg = self.sampler.sample(users, self.rng)
         to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
         return Batch(to(users), to(items), to(neg))
-
-
-def pair_scores(model: Recommender, batch: Batch) -> tuple[Tensor, Tensor]:
-    """(s_ui, s_uj) for a batch, through one forward pass."""
-    u, i = model.forward()
-    ue = u[batch.users]
-    return (ue * i[batch.pos]).sum(-1), (ue * i[batch.neg]).sum(-1)
