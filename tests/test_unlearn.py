@@ -162,9 +162,9 @@ def test_unlearning_keeps_normalisation_statistics(tmp_path) -> None:
     before = {n: b.clone() for n, b in model.named_buffers() if b.dtype.is_floating_point}
     assert any("running_mean" in n for n in before)
     spec = interaction_spec(ds)
-    for method in ("tru", "mmrecun"):
+    for method, dropout in (("tru", False), ("mmrecun", False), ("mmrecun", True)):
         ucfg = unlearn_config(cfg, {"max_steps": 5, "check_every": 5, "stop_on_target": False,
-                                    "min_retain_ratio": 0.0, "seed": 0})  # fmt: skip
+                                    "min_retain_ratio": 0.0, "seed": 0, "dropout": dropout})  # fmt: skip
         out = run_unlearning(method, model, ds, spec, cfg, ucfg)
         assert out.report["params_changed"] > 0
         after = dict(out.model.named_buffers())
@@ -265,3 +265,38 @@ def test_training_state_serves_the_backbone_loss(tiny, backbone: str) -> None:
     u, i = model.state_embeddings(state)
     assert torch.allclose(u, ref_u) and torch.allclose(i, ref_i)
     assert torch.allclose(model.loss_from_state(state, batch), ref_loss)
+
+
+def test_unlearning_mode_updates_the_deployed_forward_unless_dropout_is_asked(tiny) -> None:
+    """Default: the reverse update differentiates the evaluation-mode forward (no dropout, deterministic
+    memory sampling), so two forwards agree; ``dropout=True`` keeps dropout on (forwards differ) with
+    normalisation frozen; both keep gradients."""
+    model = build_backbone("miggt", tiny, load_config("miggt", overrides={"device": "cpu", "seed": 0}))
+    model.unlearning_mode()
+    a, b = model.forward()[1], model.forward()[1]
+    assert torch.equal(a, b) and a.requires_grad and not model.training
+    model.unlearning_mode(dropout=True)
+    assert model.training and not torch.equal(model.forward()[1], model.forward()[1])
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert bns and not any(m.training for m in bns)
+
+
+def test_selection_takes_the_best_dense_unit_even_over_budget() -> None:
+    """A large dense unit with the top score (MIG-GT's feature MLP) is selected even when it alone
+    exceeds the capacity budget; the rest are filled greedily within the budget. Switched off, the
+    budget excludes it and a small, lower-scored unit stands in (the earlier rule)."""
+    from tru.unlearn.isolation import UnitPart, select
+
+    def parts() -> list[UnitPart]:
+        return [
+            UnitPart("user_embedding", "touched", "table", "id", "user", 1000, score=9.0),
+            UnitPart("mlp_text", "all", "dense", "text", None, 5000, score=16.0),
+            UnitPart("mlp_audio", "all", "dense", "audio", None, 5000, score=7.0),
+            UnitPart("transformer", "all", "dense", "fusion", None, 50, score=5.0),
+        ]
+
+    cfg = {"capacity_ratio": 0.2, "top_free": 3}
+    chosen = {p.unit for p in select(parts(), cfg) if p.selected}
+    assert chosen == {"user_embedding", "mlp_text"}
+    chosen = {p.unit for p in select(parts(), {**cfg, "best_dense_first": False}) if p.selected}
+    assert chosen == {"user_embedding", "transformer"}

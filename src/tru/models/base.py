@@ -98,13 +98,22 @@ class Recommender(nn.Module, ABC):
     def calculate_loss(self, batch: Batch) -> Tensor:
         """The backbone's full training loss on a BPR batch (BPR + regulariser + auxiliary losses)."""
 
-    def unlearning_mode(self) -> None:
-        """Training mode for a reverse update: dropout active, normalisation statistics frozen.
+    def unlearning_mode(self, dropout: bool = False) -> None:
+        """The mode of a reverse update: the deployed (evaluation-mode) forward by default, with gradients.
 
-        BatchNorm running statistics are buffers, not parameters: updated by every training-mode forward,
-        they would drift outside any optimiser, mask or learning rate (MIG-GT on Last.fm-2K loses 3.5 % of
-        valid Recall@20 in 10 forwards with no parameter change), so unlearning normalises with the
-        trained model's statistics, as fine-tuning practice does."""
+        ``dropout=False`` (default): evaluation mode: no dropout, no edge dropout, deterministic sampling.
+        The update then follows the gradient of the model that is served and certified. Measured on
+        MIG-GT / Last.fm-2K (heavy dropout): 40 Adam steps at lr 1e-6 of the retain loss alone on one MLP
+        *lowered* valid Recall@20 from 0.3254 to 0.3217 with dropout on and *raised* it to 0.3311 with
+        dropout off; with dropout on every iterative method tripped the retain guard within 10 steps.
+
+        ``dropout=True``: training mode (dropout active) with normalisation statistics frozen. BatchNorm
+        running statistics are buffers, not parameters: updated by every training-mode forward, they would
+        drift outside any optimiser, mask or learning rate (MIG-GT loses 3.5 % of valid Recall@20 in 10
+        forwards with no parameter change), so they stay at the trained model's in both modes."""
+        if not dropout:
+            self.eval()
+            return
         self.train()
         for module in self.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):

@@ -138,7 +138,7 @@ def run_engine(
             sensitivity = sensitivity_report(parts, cfg)
         if gate is not None and step % refresh_every == 0:
             gate.refresh(model)
-        model.unlearning_mode()
+        model.unlearning_mode(bool(cfg.get("dropout", False)))
         bf, br = fstream.next(), rstream.next()
         state = model.training_state()  # one forward pass serves both losses
         if opts.lambda_f > 0:

@@ -7,8 +7,11 @@ unit and scored by
 
     S_l = (‖g_f,l‖ / √n_l) / (‖g_r,l‖ / √n_l + ε),   n_l = the unit's parameter count ("capacity").
 
-Selection: always the touched rows of ID tables; then the other units by S_l, greedily, while their
-parameters fit a budget ρ_cap of the non-ID trainable parameters (at least one dense unit). Untouched
+Selection: always the touched rows of ID tables; then the best-scoring dense unit, even when it alone
+exceeds the budget (``best_dense_first``: the spec's "at least one dense unit" read as the *best* one;
+under the fit-only rule MIG-GT's top-scoring feature MLPs, 231k parameters each, never fit the 92k budget
+and its 520-parameter transformer stood in); then the other units by S_l, greedily, while their
+parameters fit a budget ρ_cap of the non-ID trainable parameters. Untouched
 rows and raw feature tables are eligible only when their score ranks in the top ``top_free``.
 Isolation zeroes the forget gradient outside the selected units.
 """
@@ -116,7 +119,7 @@ def probe(
     named = dict(model.named_parameters())
     names = [n for n, p in named.items() if p.requires_grad]
     params = [named[n] for n in names]
-    model.unlearning_mode()
+    model.unlearning_mode(bool(cfg.get("dropout", False)))
     state = model.training_state()
     u_all, i_all = model.state_embeddings(state)
     loss_f = loss_r = torch.zeros((), device=model.device)
@@ -159,6 +162,10 @@ def select(parts: list[UnitPart], cfg: dict[str, Any]) -> list[UnitPart]:
     for p in ranked:
         if p.branch == ID_BRANCH and p.part == "touched":
             p.selected, p.reason = True, "touched rows of an ID table"
+    dense = [p for p in ranked if p.kind == "dense" and p.n_params and p.score > 0]
+    if dense and cfg.get("best_dense_first", True):
+        dense[0].selected, dense[0].reason = True, f"best dense unit (score rank {dense[0].rank})"
+        used += dense[0].n_params
     for p in ranked:
         if p.selected or p.n_params == 0 or p.score <= 0:
             continue
@@ -169,9 +176,9 @@ def select(parts: list[UnitPart], cfg: dict[str, Any]) -> list[UnitPart]:
             p.selected, p.reason = True, f"score rank {p.rank} within the {ratio:.0%} capacity budget"
             used += p.n_params
     if not any(p.selected and p.kind == "dense" for p in parts):
-        dense = [p for p in ranked if p.kind == "dense" and p.n_params]
-        if dense:
-            dense[0].selected, dense[0].reason = True, "best dense unit (at least one dense unit)"
+        fallback = [p for p in ranked if p.kind == "dense" and p.n_params]
+        if fallback:
+            fallback[0].selected, fallback[0].reason = True, "best dense unit (at least one dense unit)"
     return parts
 
 
