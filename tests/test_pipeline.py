@@ -148,6 +148,12 @@ def test_local_run_end_to_end_then_failed_certificate_keeps_champion(
     assert {"model/certificate.json", "model/report.html"} <= {
         f.path for f in client.list_artifacts(res["run_id"], "model")
     }
+    cert = json.loads(
+        Path(client.download_artifacts(res["run_id"], "model/certificate.json", str(tmp_path))).read_text()
+    )
+    eff = cert["efficiency"]  # the retrain made inside certify is the time reference
+    assert eff["reference_seconds_from"] == "retrained" and eff["reference_seconds"] > 0
+    assert 0 < eff["time_ratio"] == pytest.approx(eff["unlearned_seconds"] / eff["reference_seconds"])
 
     # a failed certificate (impossible policy) on the same artifacts: registered, rejected, champion kept
     (run_dir,) = Path(res["pipeline_root"]).iterdir()

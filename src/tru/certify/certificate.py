@@ -87,7 +87,11 @@ def _as_run(run: ModelRun | Path | str, dataset: RecDataset) -> ModelRun:
 
 
 def _training_seconds(mr: ModelRun) -> float | None:
+    """Wall time that produced the run: ``tru train``'s training seconds, or for a model retrained by
+    ``tru unlearn --method retrain`` (the pipeline's certify step) the unlearning report's seconds."""
     sec = (mr.run.meta.get("training") or {}).get("seconds")
+    if not isinstance(sec, int | float) and (mr.unlearn or {}).get("method") == "retrain":
+        sec = mr.unlearn.get("seconds")  # type: ignore[union-attr]
     return float(sec) if isinstance(sec, int | float) else None
 
 
