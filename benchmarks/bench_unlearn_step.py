@@ -12,7 +12,7 @@ MGCN and MIG-GT cost before they had one). The probe arm compares the shared-for
 ``tru.unlearn.isolation.probe`` with the literal per-batch recipe (2P forwards and backwards, P =
 ``probe_batches``). Arms alternate per round to even out load drift; reported are the mean seconds and
 the ratio separate / shared. The model is freshly initialised (timing does not depend on its training);
-the forget set is a seeded 5 % of the train interactions.
+the forget set is the benchmark's seeded 5 % random interaction requests (seed 0).
 """
 
 from __future__ import annotations
@@ -25,26 +25,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from tru.config import load_config
 from tru.data.dataset import load_dataset
-from tru.forget.spec import ForgetSpec
+from tru.forget.generate import generate_requests
+from tru.forget.requests import resolve_requests
 from tru.models import build_backbone
 from tru.unlearn.api import unlearn_config
 from tru.unlearn.engine import make_streams
 from tru.unlearn.isolation import probe
-from tru.unlearn.losses import reverse_bpr
-
-
-def interaction_spec(ds: Any, frac: float = 0.05, seed: int = 0) -> ForgetSpec:
-    pick = np.random.default_rng(seed).random(len(ds.train)) < frac
-    pick[np.unique(ds.train.users, return_index=True)[1]] = False
-    empty = np.zeros(0, np.int64)
-    return ForgetSpec(
-        "interaction", ds.train.subset(pick), ds.train.subset(~pick), empty, empty, ds.valid, ds.test, []
-    )
+from tru.unlearn.losses import pair_scores, reverse_bpr
 
 
 def step_arm(model: Any, streams: tuple[Any, Any], shared: bool) -> Callable[[], None]:
@@ -55,9 +46,7 @@ def step_arm(model: Any, streams: tuple[Any, Any], shared: bool) -> Callable[[],
     def run() -> None:
         bf, br = fstream.next(), rstream.next()
         state = model.training_state()
-        u, i = model.state_embeddings(state)
-        ue = u[bf.users]
-        l_f = reverse_bpr((ue * i[bf.pos]).sum(-1), (ue * i[bf.neg]).sum(-1))
+        l_f = reverse_bpr(*pair_scores(*model.state_embeddings(state), bf))
         l_r = model.loss_from_state(state, br) if shared else model.calculate_loss(br)
         opt.zero_grad(set_to_none=True)
         (l_f + l_r).backward()
@@ -73,9 +62,7 @@ def per_batch_probe(model: Any, streams: tuple[Any, Any], batches: int) -> None:
     acc = [torch.zeros_like(p) for p in params]
     for _ in range(batches):
         bf, br = fstream.next(), rstream.next()
-        u, i = model.forward()
-        ue = u[bf.users]
-        l_f = reverse_bpr((ue * i[bf.pos]).sum(-1), (ue * i[bf.neg]).sum(-1))
+        l_f = reverse_bpr(*pair_scores(*model.forward(), bf))
         for loss in (l_f, model.calculate_loss(br)):
             for a, g in zip(acc, torch.autograd.grad(loss, params, allow_unused=True)):
                 if g is not None:
@@ -93,7 +80,7 @@ def bench_backbone(data: Path, backbone: str, steps: int, rounds: int) -> dict[s
     ds = load_dataset(data)
     cfg = load_config(backbone, overrides={"device": "cpu", "seed": 0})
     model = build_backbone(backbone, ds, cfg)
-    spec = interaction_spec(ds)
+    spec = resolve_requests(ds, generate_requests(ds, "interaction", "random", 0.05, 0))
     model.rebuild(spec.retain)
     model.unlearning_mode()
     ucfg = unlearn_config(cfg, {})

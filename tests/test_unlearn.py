@@ -208,7 +208,7 @@ def test_probe_equals_per_batch_accumulation(trained) -> None:
 
     from tru.unlearn.engine import make_streams
     from tru.unlearn.isolation import probe
-    from tru.unlearn.losses import reverse_bpr
+    from tru.unlearn.losses import pair_scores, reverse_bpr
 
     ds, model, cfg = trained
     model = copy.deepcopy(model)
@@ -222,9 +222,7 @@ def test_probe_equals_per_batch_accumulation(trained) -> None:
     acc_r = {n: torch.zeros_like(p) for n, p in params.items()}
     for _ in range(4):
         bf, br = fstream.next(), rstream.next()
-        u, i = model.forward()
-        ue = u[bf.users]
-        lf = reverse_bpr((ue * i[bf.pos]).sum(-1), (ue * i[bf.neg]).sum(-1))
+        lf = reverse_bpr(*pair_scores(*model.forward(), bf))
         for acc, loss in ((acc_f, lf), (acc_r, model.calculate_loss(br))):
             for n, g in zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True)):
                 if g is not None:

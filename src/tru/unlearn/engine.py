@@ -32,7 +32,7 @@ from tru.models.base import Recommender
 from tru.train.sampler import NegativeSampler
 from tru.unlearn.bms import BranchScaler
 from tru.unlearn.isolation import build_masks, probe, sensitivity_report
-from tru.unlearn.losses import FORGET_LOSSES, PairStream
+from tru.unlearn.losses import FORGET_LOSSES, PairStream, pair_scores
 from tru.unlearn.rfg import RankingFusionGate
 from tru.utils import LOG
 
@@ -143,8 +143,7 @@ def run_engine(
         state = model.training_state()  # one forward pass serves both losses
         if opts.lambda_f > 0:
             u_all, i_all = model.state_embeddings(state)
-            ue = u_all[bf.users]
-            pos, neg = (ue * i_all[bf.pos]).sum(-1), (ue * i_all[bf.neg]).sum(-1)
+            pos, neg = pair_scores(u_all, i_all, bf)
             l_f = gate.loss(bf, pos, neg, u_all, i_all) if gate is not None else loss_fn(pos, neg)
         else:
             l_f = torch.zeros((), device=dev)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from tru.forget.spec import ForgetSpec
 from tru.models.base import ID_BRANCH, Recommender
-from tru.unlearn.losses import PairStream, reverse_bpr
+from tru.unlearn.losses import PairStream, pair_scores, reverse_bpr
 
 EPS = 1e-12
 
@@ -125,8 +125,7 @@ def probe(
     loss_f = loss_r = torch.zeros((), device=model.device)
     for _ in range(int(cfg.get("probe_batches", 20))):
         bf, br = forget_stream.next(), retain_stream.next()
-        ue = u_all[bf.users]
-        loss_f = loss_f + reverse_bpr((ue * i_all[bf.pos]).sum(-1), (ue * i_all[bf.neg]).sum(-1))
+        loss_f = loss_f + reverse_bpr(*pair_scores(u_all, i_all, bf))
         loss_r = loss_r + model.loss_from_state(state, br)
     gf = torch.autograd.grad(loss_f, params, allow_unused=True, retain_graph=True)
     gr = torch.autograd.grad(loss_r, params, allow_unused=True)
@@ -162,8 +161,8 @@ def select(parts: list[UnitPart], cfg: dict[str, Any]) -> list[UnitPart]:
     for p in ranked:
         if p.branch == ID_BRANCH and p.part == "touched":
             p.selected, p.reason = True, "touched rows of an ID table"
-    dense = [p for p in ranked if p.kind == "dense" and p.n_params and p.score > 0]
-    if dense and cfg.get("best_dense_first", True):
+    dense = [p for p in ranked if p.kind == "dense" and p.n_params]
+    if dense and dense[0].score > 0 and cfg.get("best_dense_first", True):
         dense[0].selected, dense[0].reason = True, f"best dense unit (score rank {dense[0].rank})"
         used += dense[0].n_params
     for p in ranked:
@@ -175,10 +174,8 @@ def select(parts: list[UnitPart], cfg: dict[str, Any]) -> list[UnitPart]:
         if used + p.n_params <= budget:
             p.selected, p.reason = True, f"score rank {p.rank} within the {ratio:.0%} capacity budget"
             used += p.n_params
-    if not any(p.selected and p.kind == "dense" for p in parts):
-        fallback = [p for p in ranked if p.kind == "dense" and p.n_params]
-        if fallback:
-            fallback[0].selected, fallback[0].reason = True, "best dense unit (at least one dense unit)"
+    if dense and not any(p.selected for p in dense):
+        dense[0].selected, dense[0].reason = True, "best dense unit (at least one dense unit)"
     return parts
 
 

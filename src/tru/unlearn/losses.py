@@ -65,3 +65,10 @@ class PairStream:
         neg = self.sampler.sample(users, self.rng)
         to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
         return Batch(to(users), to(items), to(neg))
+
+
+def pair_scores(u_all: Tensor, i_all: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+    """(s_ui, s_uj) = (⟨e_u, e_i⟩, ⟨e_u, e_j⟩) for a batch's positive and negative pairs, from all-node
+    representations (e.g. ``model.state_embeddings(model.training_state())``)."""
+    ue = u_all[batch.users]
+    return (ue * i_all[batch.pos]).sum(-1), (ue * i_all[batch.neg]).sum(-1)
