@@ -298,3 +298,31 @@ def test_selection_takes_the_best_dense_unit_even_over_budget() -> None:
     assert chosen == {"user_embedding", "mlp_text"}
     chosen = {p.unit for p in select(parts(), {**cfg, "best_dense_first": False}) if p.selected}
     assert chosen == {"user_embedding", "transformer"}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"dropout": "maybe"}, "'dropout': expected true or false, got 'maybe'"),
+        ({"best_dense_first": 1}, "'best_dense_first': expected true or false, got 1"),
+        ({"learning_rate": "fast"}, "'learning_rate': expected a number, got 'fast'"),
+        ({"max_steps": 2.5}, "'max_steps': expected an integer, got 2.5"),
+        (
+            {"retain_scope": "everything"},
+            "'retain_scope': expected one of ['selected', 'all'], got 'everything'",
+        ),
+    ],
+)
+def test_unlearn_config_names_the_bad_option(override: dict, message: str) -> None:
+    import re
+
+    from tru.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        unlearn_config({"seed": 1}, override)
+
+
+def test_unlearn_config_reads_numbers_written_as_yaml_strings() -> None:
+    """``--set learning_rate=1e-3`` reaches the config as the string '1e-3' (YAML 1.1): it is a number."""
+    cfg = unlearn_config({"seed": 1}, {"learning_rate": "1e-3", "max_steps": "40", "dropout": True})
+    assert cfg["learning_rate"] == 1e-3 and cfg["max_steps"] == 40 and cfg["dropout"] is True

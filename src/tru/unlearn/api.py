@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from tru.checkpoint import save_run
+from tru.config import ConfigError
 from tru.data.dataset import RecDataset
 from tru.eval.evaluator import evaluate_pairs
 from tru.forget.spec import ForgetSpec
@@ -31,10 +32,40 @@ from tru.utils import LOG, write_json
 
 def unlearn_config(model_config: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Packaged unlearn defaults ← the model config's ``unlearn`` section ← overrides; seed from the model."""
-    cfg = yaml.safe_load((resources.files("tru") / "configs" / "unlearn.yaml").read_text()) or {}
+    defaults = yaml.safe_load((resources.files("tru") / "configs" / "unlearn.yaml").read_text()) or {}
+    cfg = dict(defaults)
     cfg.update(model_config.get("unlearn") or {})
     cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
     cfg.setdefault("seed", model_config.get("seed", 999))
+    return _checked(cfg, defaults)
+
+
+CHOICES = {"retain_scope": ("selected", "all")}
+
+
+def _checked(cfg: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Every option the packaged defaults know must have the default's type: true / false for switches, a
+    number for numbers (YAML reads ``1e-3`` as a string: numeric strings are converted), one of
+    :data:`CHOICES` for enumerations. Raises ConfigError naming the option, the value and what was
+    expected; other keys pass through."""
+    for key, default in defaults.items():
+        value = cfg[key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"unlearning option '{key}': expected true or false, got {value!r}")
+        elif isinstance(default, int | float):
+            try:
+                number = float(value) if not isinstance(value, bool) else None
+            except (TypeError, ValueError):
+                number = None
+            if number is None or (isinstance(default, int) and not number.is_integer()):
+                kind = "an integer" if isinstance(default, int) else "a number"
+                raise ConfigError(f"unlearning option '{key}': expected {kind}, got {value!r}")
+            cfg[key] = int(number) if isinstance(default, int) else number
+        elif key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(
+                f"unlearning option '{key}': expected one of {list(CHOICES[key])}, got {value!r}"
+            )
     return cfg
 
 
