@@ -40,17 +40,47 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# The main job on the default dataset (Last.fm-2K): prepare + validate the data, then the unlearning
-# pipeline (ingest -> train -> sensitivity -> unlearn -> certify -> register) through kfp.local.
-demo: install data-lfm2k
-	$(BIN)/tru pipeline run --local --dataset $(DATA)/lfm2k --backbone $(BACKBONE) --epochs $(EPOCHS) \
-		--max-steps $(MAX_STEPS) --regime $(REGIME) --tracking-uri sqlite:///$(CURDIR)/mlruns.db
+# The main job: prepare + validate the demo dataset (demo-data), then the unlearning pipeline
+# (ingest -> train -> sensitivity -> unlearn -> certify -> register) through kfp.local.
+demo: install demo-data
+	$(BIN)/tru pipeline run --local --dataset "$$(cat $(DEMO_DATASET_FILE))" --backbone $(BACKBONE) \
+		--epochs $(EPOCHS) --max-steps $(MAX_STEPS) --regime $(REGIME) --tracking-uri sqlite:///$(CURDIR)/mlruns.db
 
-# The library alone: prepare, validate, train a backbone, print its test metrics.
-train-demo: install data-lfm2k
-	$(BIN)/tru train --data $(DATA)/lfm2k --backbone $(BACKBONE) --epochs $(EPOCHS) --out runs/lfm2k-$(BACKBONE) --overwrite
+# The library alone: prepare, validate, train a backbone on the demo dataset, print its test metrics.
+train-demo: install demo-data
+	d="$$(cat $(DEMO_DATASET_FILE))"; \
+	$(BIN)/tru train --data "$$d" --backbone $(BACKBONE) --epochs $(EPOCHS) \
+		--out "runs/$$(basename "$$d")-$(BACKBONE)" --overwrite
+
+# The demo dataset, whatever the machine holds: Last.fm-2K when $(LFM2K) exists, else MovieLens-100K (the
+# recbole wheel from PyPI, cached in ~/.cache/tru), else, with no package registry either, the synthetic
+# preset $(DEMO_SYNTHETIC_PRESET). It says which, prepares + validates it, and writes its folder to
+# $(DEMO_DATASET_FILE) for demo / train-demo.
+DEMO_SYNTHETIC_PRESET ?= small
+DEMO_DATASET_FILE = $(DATA)/demo-dataset.txt
+.PHONY: demo-data
+demo-data: install
+	@mkdir -p $(TMPDIR) $(DATA)
+	@set -e; \
+	if [ -d "$(LFM2K)" ]; then \
+		echo "demo dataset: Last.fm-2K from $(LFM2K)"; \
+		d="$(DATA)/lfm2k"; $(BIN)/tru data prepare --source lfm2k --path "$(LFM2K)" --out "$$d" --overwrite; \
+	else \
+		echo "Last.fm-2K not found at $(LFM2K): running the demo on MovieLens-100K" \
+			"(fetched from PyPI's recbole wheel)"; \
+		d="$(DATA)/ml100k"; \
+		if ! $(BIN)/tru data prepare --source ml100k --out "$$d" --overwrite; then \
+			echo "MovieLens-100K could not be prepared (error above): running the demo on the synthetic" \
+				"preset '$(DEMO_SYNTHETIC_PRESET)' (generated here, no download)"; \
+			d="$(DATA)/synthetic-$(DEMO_SYNTHETIC_PRESET)"; \
+			$(BIN)/tru data prepare --source synthetic --preset $(DEMO_SYNTHETIC_PRESET) --out "$$d" --overwrite; \
+		fi; \
+	fi; \
+	$(BIN)/tru data validate "$$d"; \
+	echo "$$d" > $(DEMO_DATASET_FILE); echo "demo dataset ready: $$d"
 
 data-lfm2k: install
+	@test -d "$(LFM2K)" || { echo "error: Last.fm-2K not found at $(LFM2K) (set LFM2K=/path)" >&2; exit 2; }
 	@mkdir -p $(TMPDIR)
 	$(BIN)/tru data prepare --source lfm2k --path $(LFM2K) --out $(DATA)/lfm2k --overwrite
 	$(BIN)/tru data validate $(DATA)/lfm2k

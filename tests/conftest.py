@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("ITERATIVE_DO_NOT_TRACK", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# one commitment / certificate-signing key for the session (never the user's ~/.config/tru key)
+os.environ["TRU_COMMITMENT_KEY"] = "5e" * 32
 # small test data: one thread avoids OpenMP barrier overhead (and spin-waits on a busy machine)
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -79,3 +84,86 @@ def tiny(tiny_dir: Path):
     from tru.data.dataset import load_dataset
 
     return load_dataset(tiny_dir, validate=False)
+
+
+LENIENT_POLICY = (
+    "mia_auc_tolerance: 1\nuser_mia_auc_tolerance: null\nretain_recall_min_ratio: 0\n"
+    "forget_hr_max_excess: 1\nforget_hr_max_deficit: 1\n"
+)
+IMPOSSIBLE_POLICY = "retain_recall_min_ratio: 1000\n"
+
+
+@dataclass(frozen=True)
+class TinyWorld:
+    """One small world for the modules that need trained models (read it, never write into it):
+    a dataset, an original VBPR, three user deletion requests, the TRU-unlearned and the retrained model,
+    and two signed certificates of the unlearned model (a lenient policy: passed; an impossible one:
+    failed), each as the folder ``tru certify`` writes."""
+
+    root: Path
+    data: Path
+    dataset: Any
+    requests_csv: Path
+    requests: list[Any]
+    spec: Any
+    original: Path
+    unlearned: Path
+    retrained: Path
+    cert_pass: Path
+    cert_fail: Path
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.request_id for r in self.requests]
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
+    from tru.certify import AuditOptions, certify
+    from tru.certify.policy import policy_from_dict
+    from tru.checkpoint import Lineage, load_run, save_run
+    from tru.config import load_config
+    from tru.data.dataset import load_dataset, write_dataset
+    from tru.forget.requests import DeletionRequest, resolve_requests, write_requests
+    from tru.models import build_backbone
+    from tru.train.trainer import Trainer
+    from tru.unlearn.api import run_unlearning, save_unlearned, unlearn_config
+
+    root = tmp_path_factory.mktemp("tiny-world")
+    df, feats = make_tiny_frame()
+    write_dataset(root / "data", "tiny", df, feats, source={"kind": "test"})
+    ds = load_dataset(root / "data", validate=False)
+    cfg = load_config("vbpr", overrides={"epochs": 3, "seed": 3, "train_batch_size": 512, "device": "cpu"})
+    model = build_backbone("vbpr", ds, cfg)
+    result = Trainer(model, ds, cfg, log=lambda _s: None).fit()
+    metrics = {"valid": result.best_valid, "test": result.test}
+    save_run(root / "original", model, cfg, ds, metrics=metrics, extra={"training": result.to_dict()})
+    original = load_run(root / "original", ds)
+    users = np.unique(ds.train.users)[:3]
+    reqs = [DeletionRequest(f"req-{u}", "user", int(u), None, "2026-11-01T00:00:00Z", "test") for u in users]
+    write_requests(root / "requests.csv", reqs)
+    spec = resolve_requests(ds, reqs)
+    ucfg = unlearn_config(cfg, {"max_steps": 20, "check_every": 10, "stop_on_target": False})
+    tru = run_unlearning("tru", original.model, ds, spec, cfg, ucfg)
+    parent = Lineage(kind="unlearn", method="tru", parent_weights_sha256=original.weights_sha256)
+    save_unlearned(root / "unlearned", tru, cfg, ds, spec, lineage=parent)
+    ret = run_unlearning("retrain", original.model, ds, spec, cfg, ucfg)
+    save_unlearned(root / "retrained", ret, cfg, ds, spec, lineage=Lineage(kind="retrain", method="retrain"))
+    fast = AuditOptions(n_boot=10, max_users=50)
+    lenient, impossible = (policy_from_dict(yaml.safe_load(p)) for p in (LENIENT_POLICY, IMPOSSIBLE_POLICY))
+    for folder, policy in (("cert-pass", lenient), ("cert-fail", impossible)):
+        certify(
+            ds,
+            spec,
+            root / "original",
+            root / "unlearned",
+            root / "retrained",
+            policy,
+            (0,),
+            root / folder,
+            fast,
+        )
+    return TinyWorld(
+        root, root / "data", ds, root / "requests.csv", reqs, spec, root / "original", root / "unlearned",
+        root / "retrained", root / "cert-pass", root / "cert-fail",
+    )  # fmt: skip

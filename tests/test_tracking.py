@@ -1,32 +1,26 @@
 """MLflow tracking and registry on real stores: a sqlite store with file artifacts, S3 artifacts on a moto
-server, and a real ``mlflow server`` proxying S3; run folders are real (tiny VBPR, TRU unlearning, tru
-certificates)."""
+server, and a real ``mlflow server`` proxying S3; run folders are the session's tiny world (a VBPR, its
+TRU-unlearned copy, signed certificates). Promotion is a compare-and-set under a registry lock."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from tru.certify import AuditOptions, Policy, certify, open_run
-from tru.certify.report import render_html
-from tru.checkpoint import load_run, save_run
-from tru.config import load_config
-from tru.data.dataset import load_dataset, write_dataset
-from tru.forget.requests import DeletionRequest, resolve_requests
+from tru.checkpoint import load_run
 from tru.mlops import registry, tracking
+from tru.mlops.registry import PromotionConflict
 from tru.mlops.tracking import TrackingError
-from tru.models import build_backbone
-from tru.train.trainer import Trainer
-from tru.unlearn.api import run_unlearning, save_unlearned, unlearn_config
 
-from .conftest import make_tiny_frame
+from .conftest import TinyWorld
 from .fixtures_services import S3Server, free_port
 
 DATA_VERSION = {"git_commit": "a" * 40, "dvc_md5": "0123456789abcdef0123456789abcdef", "rev": "HEAD"}
@@ -36,155 +30,196 @@ NAME = tracking.model_name("tiny", "vbpr")
 @pytest.fixture(scope="module", autouse=True)
 def _services_start_early(request: pytest.FixtureRequest) -> None:
     """The sqlite migration and (when a selected test needs it) the server run in their own processes
-    while the world below is built."""
+    while the world is built."""
     request.getfixturevalue("mlflow_db_template_launch")
     if any("mlflow_server" in item.fixturenames for item in request.session.items):
         request.getfixturevalue("mlflow_server_launch")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """original (trained), unlearned (TRU on 3 requests) and two real certificates: lenient / impossible."""
-    root = tmp_path_factory.mktemp("tracking-world")
-    df, feats = make_tiny_frame()
-    write_dataset(root / "data", "tiny", df, feats, source={"kind": "test"})
-    ds = load_dataset(root / "data", validate=False)
-    cfg = load_config("vbpr", overrides={"epochs": 3, "seed": 3, "train_batch_size": 512, "device": "cpu"})
-    model = build_backbone("vbpr", ds, cfg)
-    result = Trainer(model, ds, cfg, log=lambda _s: None).fit()
-    metrics = {"valid": result.best_valid, "test": result.test}
-    save_run(root / "original", model, cfg, ds, metrics=metrics, extra={"training": result.to_dict()})
-    users = np.unique(ds.train.users)[:3]
-    reqs = [DeletionRequest(f"req-{u}", "user", int(u), None, "2026-01-01", "test") for u in users]
-    spec = resolve_requests(ds, reqs)
-    ucfg = unlearn_config(cfg, {"max_steps": 20, "check_every": 10, "stop_on_target": False})
-    outcome = run_unlearning("tru", model, ds, spec, cfg, ucfg)
-    save_unlearned(root / "unlearned", outcome, cfg, ds, spec)
-    orig, unl = open_run(root / "original", ds), open_run(root / "unlearned", ds)
-    fast = AuditOptions(n_boot=10, max_users=50)
-    lenient = Policy(
-        mia_auc_tolerance=1.0,
-        user_mia_auc_tolerance=1.0,
-        retain_recall_min_ratio=0.0,
-        forget_hr_max_excess=1.0,
-        forget_hr_max_deficit=1.0,
-    )
-    impossible = Policy(retain_recall_min_ratio=1.5, max_time_ratio=0.0)
-    passing = certify(ds, spec, orig, unl, None, lenient, (0,), None, fast)
-    failing = certify(ds, spec, orig, unl, None, impossible, (0,), None, fast)
-    for folder, cert in (("cert-pass", passing), ("cert-fail", failing)):  # the files `tru certify` writes,
-        (root / folder).mkdir()  # without its plots (matplotlib is the slow part)
-        (root / folder / "certificate.json").write_text(json.dumps(cert))
-        (root / folder / "report.html").write_text(render_html(cert, {}))
-    assert passing["passed"] is True and failing["passed"] is False
-    return {"root": root, "ds": ds, "ids": [r.request_id for r in reqs], "pass": passing, "fail": failing}
-
-
-def _log(world: dict[str, Any], which: str, cert: str | None = None) -> str:
-    root = world["root"]
-    extra = sorted((root / cert).glob("*.*")) if cert else []
+def _log(world: TinyWorld, which: str, cert: Path | None = None) -> str:
+    extra = sorted(p for p in cert.iterdir() if p.is_file()) if cert else []
     kind = "train" if which == "original" else "unlearn"
+    folder = getattr(world, which)
     return tracking.log_run(
-        root / which, kind=kind, params={"method": "tru"}, data_version=DATA_VERSION, artifacts=extra
+        folder, kind=kind, params={"method": "tru"}, data_version=DATA_VERSION, artifacts=extra
     )
+
+
+def _version(world: TinyWorld, which: str, name: str = NAME, cert: Path | None = None) -> str:
+    return registry.register_version(name, _log(world, which, cert), getattr(world, which), tags={})
 
 
 def _aliases(client: MlflowClient, name: str = NAME) -> dict[str, str]:
     return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
 
 
-def _promote_initial(world: dict[str, Any]) -> str:
-    run_id = _log(world, "original")
-    v1 = registry.register_version(NAME, run_id, world["root"] / "original", tags={})
-    assert registry.promote(NAME, v1, {"passed": True, "reasons": []}, [])["champion"] == v1
+def _promote_original(world: TinyWorld, name: str = NAME) -> str:
+    v1 = _version(world, "original", name)
+    out = registry.promote(
+        name, v1, forgotten=(), new_requests=(), evidence="nothing new to forget", based_on=None
+    )
+    assert out["champion"] == v1
     return v1
 
 
-def test_log_train_run(world, mlflow_store) -> None:
-    run_id = _log(world, "original")
-    run = MlflowClient(tracking_uri=mlflow_store.uri).get_run(run_id)
-    meta = json.loads((world["root"] / "original" / "run.json").read_text())
+def _promote_unlearned(world: TinyWorld, based_on: str | None, name: str = NAME) -> dict[str, Any]:
+    v = _version(world, "unlearned", name, world.cert_pass)
+    return registry.promote(
+        name, v, forgotten=world.ids, new_requests=world.ids, evidence="retrain comparison", based_on=based_on
+    )
+
+
+def test_log_train_run(tiny_world: TinyWorld, mlflow_store) -> None:
+    run_id = _log(tiny_world, "original")
+    client = MlflowClient(tracking_uri=mlflow_store.uri)
+    run = client.get_run(run_id)
+    meta = json.loads((tiny_world.original / "run.json").read_text())
     assert run.info.status == "FINISHED"
     assert run.data.params["learning_rate"] == str(meta["config"]["learning_rate"])
-    assert run.data.params["method"] == "tru"
     assert run.data.tags["kind"] == "train" and run.data.tags["code_version"] == meta["code_version"]
     assert run.data.tags["data_version.git_commit"] == DATA_VERSION["git_commit"]
-    assert run.data.tags["data_version.dvc_md5"] == DATA_VERSION["dvc_md5"]
-    metrics = json.loads((world["root"] / "original" / "metrics.json").read_text())
+    metrics = json.loads((tiny_world.original / "metrics.json").read_text())
     assert run.data.metrics["test_recall_at_20"] == pytest.approx(metrics["test"]["recall@20"])
-    history = MlflowClient(tracking_uri=mlflow_store.uri).get_metric_history(run_id, "epoch_loss")
-    assert [m.step for m in history] == [0, 1, 2]
-    files = {f.path for f in MlflowClient(tracking_uri=mlflow_store.uri).list_artifacts(run_id, "model")}
+    assert [m.step for m in client.get_metric_history(run_id, "epoch_loss")] == [0, 1, 2]
+    files = {f.path for f in client.list_artifacts(run_id, "model")}
     assert {"model/model.pt", "model/run.json", "model/metrics.json"} <= files
 
 
-def test_log_unlearn_run_with_certificate(world, mlflow_store) -> None:
-    run_id = _log(world, "unlearned", cert="cert-pass")
+def test_log_unlearn_run_with_certificate(tiny_world: TinyWorld, mlflow_store) -> None:
+    run_id = _log(tiny_world, "unlearned", tiny_world.cert_pass)
     client = MlflowClient(tracking_uri=mlflow_store.uri)
     run = client.get_run(run_id)
-    unl = json.loads((world["root"] / "unlearned" / "unlearn.json").read_text())
+    unl = json.loads((tiny_world.unlearned / "unlearn.json").read_text())
     assert run.data.tags["kind"] == "unlearn" and run.data.tags["certificate.passed"] == "true"
     assert run.data.metrics["cert_passed"] == 1.0 and "cert_unlearned_forget_hr_at_20" in run.data.metrics
     assert run.data.params["unlearn.max_steps"] == "20"
-    branches = set(unl["alpha_history"][-1]["alpha"])
-    assert branches and all(f"alpha_{b}" in run.data.metrics for b in branches)
     steps = [m.step for m in client.get_metric_history(run_id, "unlearn_loss_f")]
-    assert steps == [row["step"] for row in unl["history"]]
-    top = {f.path for f in client.list_artifacts(run_id)}
-    assert {"model", "certificate.json", "report.html"} <= top
-    assert "model/sensitivity.png" in {f.path for f in client.list_artifacts(run_id, "model")}
+    assert steps == [row["step"] for row in unl["history"] if "loss_f" in row]
+    assert {"model", "certificate.json", "report.html"} <= {f.path for f in client.list_artifacts(run_id)}
+    # deleted data never reaches the run's records: no param, tag or metric names a deleted user
+    users = {str(r.user_id) for r in tiny_world.requests}
+    records = json.dumps([run.data.params, run.data.tags, sorted(run.data.metrics)])
+    assert not any(f'"user_id": {u}' in records or f"({u}," in records for u in users)
 
 
-def test_promotion_rejection_champion_and_purge(world, mlflow_store) -> None:
-    root, ids = world["root"], world["ids"]
+def test_promotion_rejection_champion_and_purge(tiny_world: TinyWorld, mlflow_store) -> None:
     client = MlflowClient(tracking_uri=mlflow_store.uri, registry_uri=mlflow_store.uri)
-    assert registry.champion(NAME) is None  # no registered model yet
-    v1 = _promote_initial(world)
-    # a failing certificate: champion untouched, version rejected with reasons, candidate alias
-    run2 = _log(world, "unlearned", cert="cert-fail")
-    v2 = registry.register_version(NAME, run2, root / "unlearned", tags={"method": "tru"})
-    out = registry.promote(NAME, v2, world["fail"], ids)
+    assert registry.champion(NAME) is None and registry.forgotten_requests(NAME) == set()
+    v1 = _promote_original(tiny_world)
+    # a rejected version: the champion stays, the version gets the candidate alias and the reasons
+    v2 = _version(tiny_world, "unlearned", cert=tiny_world.cert_fail)
+    out = registry.reject(NAME, v2, ["retain Recall@20 failed"], tiny_world.ids)
     assert out == {"promoted": False, "version": v2, "champion": v1}
     t2 = client.get_model_version(NAME, v2).tags
-    assert t2["verdict"] == "rejected" and t2["reasons"] == "; ".join(world["fail"]["reasons"])
+    assert t2["verdict"] == "rejected" and t2["reasons"] == "retain Recall@20 failed"
     assert _aliases(client) == {"champion": v1, "candidate": v2}
-    # a passing certificate: champion moves; the old ones are tagged as holding the deleted requests
-    run3 = _log(world, "unlearned", cert="cert-pass")
-    v3 = registry.register_version(NAME, run3, root / "unlearned", tags={})
-    assert registry.promote(NAME, v3, world["pass"], ids) == {"promoted": True, "version": v3, "champion": v3}
+    # a certified version made from the champion: promoted; older versions hold the deleted requests
+    out = _promote_unlearned(tiny_world, based_on=v1)
+    v3 = out["version"]
+    assert out["promoted"] and out["champion"] == v3 and out["previous"] == v1
+    assert registry.forgotten_requests(NAME) == set(tiny_world.ids)
     t1, t2, t3 = (client.get_model_version(NAME, v).tags for v in (v1, v2, v3))
-    assert t3["verdict"] == "certified" and t3["forgotten_requests"] == ",".join(sorted(ids))
-    assert t3["data_version.dvc_md5"] == DATA_VERSION["dvc_md5"]
+    assert t3["verdict"] == "certified" and t3["forgotten_requests_all"] == ",".join(sorted(tiny_world.ids))
+    assert t3["based_on"] == v1 and t3["model_forgotten_commitment"].startswith("hmac-sha256:")
     assert t1["superseded_by"] == v3 and t1["contains_deleted_data"] == "true" == t2["contains_deleted_data"]
-    assert t1["deleted_requests"] == ",".join(sorted(ids)) and "contains_deleted_data" not in t3
-    # champion() round trip: the downloaded folder loads with tru's checkpoint loader
+    assert "contains_deleted_data" not in t3
+    # champion() round trip: the folder loads with the manifest (the dataset still holds the rows)
     version, folder = registry.champion(NAME)
-    assert version == v3 and str(folder).startswith(str(mlflow_store.db.parent / "tmp"))
-    assert load_run(folder, world["ds"]).meta["n_forget_pairs"] > 0
-    assert (folder / "model.pt").read_bytes() == (root / "unlearned" / "model.pt").read_bytes()
-    # purge: dry run lists v1 and v2 and deletes nothing; apply deletes their model artifacts only
+    assert (
+        version == v3
+        and (folder / "model.pt").read_bytes() == (tiny_world.unlearned / "model.pt").read_bytes()
+    )
+    assert load_run(folder, tiny_world.dataset, requests=tiny_world.requests).forgotten.ids == set(
+        tiny_world.ids
+    )
+    # purge: v1 and v2 lose their model artifacts, the champion keeps its own
     art = Path(client.get_run(client.get_model_version(NAME, v1).run_id).info.artifact_uri[7:]) / "model"
-    dry = registry.purge(NAME)
-    assert [r["version"] for r in dry] == [v1, v2] and {r["action"] for r in dry} == {"would delete"}
-    assert (art / "model.pt").is_file()
-    done = registry.purge(NAME, dry_run=False)
-    assert [r["version"] for r in done] == [v1, v2] and not art.exists()
-    assert client.get_model_version(NAME, v1).tags["purged"] == "true"
-    assert _aliases(client) == {"champion": v3}
-    assert registry.purge(NAME, dry_run=False) == []
-    assert registry.champion(NAME)[0] == v3  # the champion's artifacts are intact
-    versions = registry.list_versions(NAME)
-    assert [(v["version"], v["aliases"]) for v in versions] == [(v1, []), (v2, []), (v3, ["champion"])]
+    assert [r["version"] for r in registry.purge(NAME)] == [v1, v2] and (art / "model.pt").is_file()
+    assert [r["version"] for r in registry.purge(NAME, dry_run=False)] == [v1, v2] and not art.exists()
+    assert registry.champion(NAME)[0] == v3 and _aliases(client) == {"champion": v3}
 
 
-def test_failure_midway_leaves_champion(world, mlflow_store) -> None:
+def test_a_promotion_never_unforgets(tiny_world: TinyWorld, mlflow_store) -> None:
+    v1 = _promote_original(tiny_world)
+    v2 = _promote_unlearned(tiny_world, based_on=v1)["version"]
+    v3 = _version(tiny_world, "original")  # forgot nothing: promoting it would bring the data back
+    with pytest.raises(PromotionConflict, match=r"has not forgotten 3 request\(s\)"):
+        registry.promote(NAME, v3, forgotten=(), new_requests=(), evidence="x", based_on=v2)
+    assert registry.champion_version(NAME) == v2
+
+
+def test_racing_promotions_exactly_one_wins(tiny_world: TinyWorld, mlflow_store) -> None:
+    """Four versions made from the same champion promote at once, twice: exactly one wins each round, the
+    others fail with PromotionConflict; the champion never carries contains_deleted_data."""
+    client = MlflowClient(registry_uri=mlflow_store.uri)
+    champion = _promote_original(tiny_world)
+    for _round in range(2):
+        versions = [_version(tiny_world, "unlearned", cert=tiny_world.cert_pass) for _ in range(4)]
+        results: dict[str, Any] = {}
+        barrier = threading.Barrier(len(versions))
+
+        def go(v: str, base: str, barrier: threading.Barrier, results: dict[str, Any]) -> None:
+            barrier.wait()
+            try:
+                results[v] = registry.promote(
+                    NAME,
+                    v,
+                    forgotten=tiny_world.ids,
+                    new_requests=tiny_world.ids,
+                    evidence="e",
+                    based_on=base,
+                )
+            except PromotionConflict as exc:
+                results[v] = exc
+
+        threads = [threading.Thread(target=go, args=(v, champion, barrier, results)) for v in versions]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        won = [v for v, r in results.items() if isinstance(r, dict) and r["promoted"]]
+        assert len(won) == 1, results
+        assert all(isinstance(results[v], PromotionConflict) for v in versions if v not in won)
+        assert registry.champion_version(NAME) == won[0]
+        assert client.get_model_version(NAME, won[0]).tags.get("contains_deleted_data") is None
+        champion = won[0]
+    assert registry.champion(NAME)[0] == champion  # served: it holds no deleted data
+    assert NAME + registry.LOCK_SUFFIX not in {m.name for m in client.search_registered_models()}
+
+
+def test_a_champion_holding_deleted_data_is_never_served(tiny_world: TinyWorld, mlflow_store) -> None:
+    v1 = _promote_original(tiny_world)
+    MlflowClient(registry_uri=mlflow_store.uri).set_model_version_tag(
+        NAME, v1, "contains_deleted_data", "true"
+    )
+    with pytest.raises(TrackingError, match="refusing to serve it"):
+        registry.champion(NAME)
+
+
+def test_registry_lock_waits_and_breaks_a_stale_holder(tiny_world: TinyWorld, mlflow_store) -> None:
+    client = MlflowClient(registry_uri=mlflow_store.uri)
+    lock = NAME + registry.LOCK_SUFFIX
+    client.create_registered_model(lock, tags={"holder": "dead", "acquired_at": f"{time.time():.3f}"})
+    with (
+        pytest.raises(registry.RegistryBusy, match="held by another promotion"),
+        registry.registry_lock(NAME, timeout=0.5),
+    ):
+        pass
+    client.set_registered_model_tag(
+        lock, "acquired_at", f"{time.time() - 2 * registry.LOCK_STALE_SECONDS:.3f}"
+    )
+    with registry.registry_lock(NAME, timeout=5):  # the holder died long ago: its lock is broken
+        assert client.get_registered_model(lock).tags["holder"] != "dead"
+    assert lock not in {m.name for m in client.search_registered_models()}
+
+
+def test_failure_midway_leaves_champion(tiny_world: TinyWorld, mlflow_store) -> None:
     """The database refuses the alias write (the last step): the promotion fails after its tags were
     written, the tags are restored, the champion stays."""
-    v1 = _promote_initial(world)
-    run2 = _log(world, "unlearned", cert="cert-pass")
-    v2 = registry.register_version(NAME, run2, world["root"] / "unlearned", tags={})
+    v1 = _promote_original(tiny_world)
+    v2 = _version(tiny_world, "unlearned", cert=tiny_world.cert_pass)
     with pytest.raises(TrackingError, match=r"version 99: not in the registry"):
-        registry.promote(NAME, "99", world["pass"], world["ids"])
+        registry.promote(NAME, "99", forgotten=tiny_world.ids, new_requests=(), evidence="e", based_on=v1)
     client = MlflowClient(registry_uri=mlflow_store.uri)
     before = {v: dict(client.get_model_version(NAME, v).tags) for v in (v1, v2)}
     db = sqlite3.connect(mlflow_store.db)
@@ -196,32 +231,26 @@ def test_failure_midway_leaves_champion(world, mlflow_store) -> None:
     db.commit()
     try:
         with pytest.raises(TrackingError, match=f"(?s)alias writes refused.*champion is still {v1}$"):
-            registry.promote(NAME, v2, world["pass"], world["ids"])
+            registry.promote(NAME, v2, forgotten=tiny_world.ids, new_requests=(), evidence="e", based_on=v1)
     finally:
         db.executescript("DROP TRIGGER refuse_insert; DROP TRIGGER refuse_update;")
         db.close()
     assert _aliases(client) == {"champion": v1}
     assert {v: dict(client.get_model_version(NAME, v).tags) for v in (v1, v2)} == before
-    assert before[v2]["verdict"] == "pending"
 
 
-def test_s3_artifact_store(world, mlflow_s3_store, moto_server: S3Server) -> None:
+def test_s3_artifact_store(tiny_world: TinyWorld, mlflow_s3_store, moto_server: S3Server) -> None:
     bucket = mlflow_s3_store.artifacts.split("/")[2]
-    v1 = _promote_initial(world)
+    v1 = _promote_original(tiny_world)
     run1 = MlflowClient(registry_uri=mlflow_s3_store.uri).get_model_version(NAME, v1).run_id
     assert any(k.endswith(f"{run1}/artifacts/model/model.pt") for k in moto_server.keys(bucket))
-    run2 = _log(world, "unlearned", cert="cert-pass")
-    v2 = registry.register_version(NAME, run2, world["root"] / "unlearned", tags={})
-    registry.promote(NAME, v2, world["pass"], world["ids"])
-    version, folder = registry.champion(NAME)
-    assert version == v2 and load_run(folder, world["ds"]).meta["n_forget_pairs"] > 0
+    v2 = _promote_unlearned(tiny_world, based_on=v1)["version"]
+    assert registry.champion(NAME)[0] == v2
     assert [r["version"] for r in registry.purge(NAME, dry_run=False)] == [v1]
-    keys = moto_server.keys(bucket)
-    assert not any(f"{run1}/artifacts/model/" in k for k in keys)
-    assert any(f"{run2}/artifacts/model/model.pt" in k for k in keys)
+    assert not any(f"{run1}/artifacts/model/" in k for k in moto_server.keys(bucket))
 
 
-def test_model_name_and_bad_input(world, mlflow_store, tmp_path: Path) -> None:
+def test_model_name_and_bad_input(mlflow_store, tmp_path: Path) -> None:
     assert tracking.model_name("LFM-2k", "MGCN") == "tru-lfm-2k-mgcn"
     with pytest.raises(ValueError, match="no letters"):
         tracking.model_name("--", "mgcn")
@@ -232,8 +261,9 @@ def test_model_name_and_bad_input(world, mlflow_store, tmp_path: Path) -> None:
         tracking.log_run(tmp_path / "half", kind="train", params={}, data_version={})
 
 
-def test_registry_cli(world, mlflow_store, capsys, tmp_path: Path) -> None:
+def test_registry_cli(tiny_world: TinyWorld, mlflow_store, capsys, tmp_path: Path) -> None:
     from tru.commands import registry as registry_cmd
+    from tru.commands.common import CLIError
 
     parser = argparse.ArgumentParser(prog="tru")
     registry_cmd.register(parser.add_subparsers(dest="command", required=True))
@@ -243,47 +273,40 @@ def test_registry_cli(world, mlflow_store, capsys, tmp_path: Path) -> None:
         assert args.func(args) == 0
         return capsys.readouterr().out
 
-    v1 = _promote_initial(world)
+    v1 = _promote_original(tiny_world)
     assert "champion" in run("list", "--name", NAME)
     got = json.loads(run("champion", "--name", NAME, "--download", str(tmp_path / "dl")))
     assert got["version"] == v1 and (Path(got["path"]) / "model.pt").is_file()
     assert "nothing to purge" in run("purge", "--name", NAME)
-    # the same run registered again and certified: v1 holds deleted data, but its files are the champion's
-    run1 = MlflowClient(registry_uri=mlflow_store.uri).get_model_version(NAME, v1).run_id
-    v2 = registry.register_version(NAME, run1, world["root"] / "original", tags={})
-    registry.promote(NAME, v2, world["pass"], world["ids"])
-    assert "nothing to purge" in run("purge", "--name", NAME, "--apply")
-    assert (Path(registry.champion(NAME)[1]) / "model.pt").is_file()
-    from tru.commands.common import CLIError
-
     with pytest.raises(CLIError, match="no registered model 'tru-none-vbpr'"):
         args = parser.parse_args(["registry", "list", "--name", "tru-none-vbpr"])
         args.func(args)
 
 
 @pytest.mark.slow  # a real `mlflow server` (10-30 s start-up, overlapped with the set-up above)
-def test_mlflow_server_with_s3_and_server_down(world, mlflow_server, monkeypatch, moto_server) -> None:
+def test_mlflow_server_with_s3_and_server_down(
+    tiny_world: TinyWorld, mlflow_server, monkeypatch, moto_server
+) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)  # proxied artifacts: the client has no S3 keys
-    monkeypatch.setenv("TMPDIR", str(world["root"]))
+    monkeypatch.setenv("TMPDIR", str(tiny_world.root))
     monkeypatch.delenv("TRU_MLFLOW_ARTIFACTS", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     assert tracking.configure() == mlflow_server.url
     name = tracking.model_name("tiny-server", "vbpr")
-    run1 = _log(world, "original")
-    v1 = registry.register_version(name, run1, world["root"] / "original", tags={})
-    assert registry.promote(name, v1, {"passed": True}, [])["champion"] == v1
+    v1 = _promote_original(tiny_world, name)
+    run1 = MlflowClient(registry_uri=mlflow_server.url).get_model_version(name, v1).run_id
     version, folder = registry.champion(name)
     assert version == v1 and (folder / "model.pt").is_file()
     keys = moto_server.keys(mlflow_server.bucket, mlflow_server.prefix)
     assert any(k.endswith(f"{run1}/artifacts/model/model.pt") for k in keys)
-    # the server goes away: a clear error before anything is written
-    dead = f"http://127.0.0.1:{free_port()}"
+    # the server goes away: a clear error before anything is written, credentials never echoed
+    dead = f"http://user:s3cret@127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
-    with pytest.raises(TrackingError, match=r"not reachable.*nothing was logged or changed"):
-        tracking.log_run(world["root"] / "unlearned", kind="unlearn", params={}, data_version=DATA_VERSION)
+    with pytest.raises(TrackingError, match=r"not reachable.*nothing was logged or changed") as info:
+        tracking.log_run(tiny_world.unlearned, kind="unlearn", params={}, data_version=DATA_VERSION)
+    assert "s3cret" not in str(info.value)
     with pytest.raises(TrackingError, match="not reachable"):
-        registry.promote(name, v1, world["fail"], world["ids"])
+        registry.reject(name, v1, ["x"], ())
     client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
     assert _aliases(client, name) == {"champion": v1}
     assert client.get_model_version(name, v1).tags["verdict"] == "certified"
-    assert len(client.search_runs([client.get_experiment_by_name("tru").experiment_id])) == 1

@@ -293,10 +293,12 @@ def test_selection_takes_the_best_dense_unit_even_over_budget() -> None:
             UnitPart("transformer", "all", "dense", "fusion", None, 50, score=5.0),
         ]
 
-    cfg = {"capacity_ratio": 0.2, "top_free": 3}
+    from tru.unlearn.config import UnlearnConfig
+
+    cfg = UnlearnConfig.defaults().replace(capacity_ratio=0.2, top_free=3)
     chosen = {p.unit for p in select(parts(), cfg) if p.selected}
     assert chosen == {"user_embedding", "mlp_text"}
-    chosen = {p.unit for p in select(parts(), {**cfg, "best_dense_first": False}) if p.selected}
+    chosen = {p.unit for p in select(parts(), cfg.replace(best_dense_first=False)) if p.selected}
     assert chosen == {"user_embedding", "transformer"}
 
 

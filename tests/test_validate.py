@@ -4,6 +4,7 @@ file and an example row in the rendered report."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def test_valid_dataset_passes(tmp_path: Path) -> None:
 def test_more_feature_rows_than_items_allowed_when_stats_say_so(tmp_path: Path) -> None:
     folder = make(tmp_path, feats=toy_features(N_ITEMS + 5))  # write_dataset records stats.n_items = 45
     assert validate_dataset(folder).success
-    edit_manifest(folder, lambda m: m.pop("stats"))  # without stats, n_items = max(itemID)+1 = 40
+    # without id_space and stats (an older folder), n_items = max(itemID)+1 = 40
+    edit_manifest(folder, lambda m: [m.pop("stats"), m.pop("id_space")])
     assert_fails(validate_dataset(folder), "feature_row_count", "image_feat.npy", "rows=45", "expected=40")
 
 
@@ -122,11 +124,14 @@ def rows_report(tmp_path_factory: pytest.TempPathFactory) -> ValidationReport:
 @pytest.fixture(scope="module")
 def users_report(tmp_path_factory: pytest.TempPathFactory) -> ValidationReport:
     """User 5 keeps only valid/test rows; user 7 has no rows; a stray user id 10**12 leaves a huge gap
-    (stats stay consistent: write_dataset computes them)."""
+    The manifest declares no id space (neither ``id_space`` nor ``stats``), so the older contiguity rule
+    applies."""
     df = toy_frame()
     df = df[~((df.userID == 5) & (df.x_label == 0)) & (df.userID != 7)].reset_index(drop=True)
     df.loc[len(df)] = {"userID": 10**12, "itemID": 0, "rating": 1, "timestamp": 0, "x_label": 0}
-    return validate_dataset(make(tmp_path_factory.mktemp("users"), df=df))
+    folder = make(tmp_path_factory.mktemp("users"), df=df)
+    edit_manifest(folder, lambda m: [m.pop("id_space"), m.pop("stats")])
+    return validate_dataset(folder)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +197,7 @@ def test_invalid_ids_skip_derived_checks(rows_report: ValidationReport) -> None:
         "timestamp_numeric",
         "pairs_unique",
     }, rows_report.render()
-    assert any("ids_contiguous" in s for s in rows_report.skipped)
+    assert any("eval_users_have_train" in s for s in rows_report.skipped)
 
 
 def test_eval_user_without_train_rows(users_report: ValidationReport) -> None:
@@ -306,7 +311,7 @@ def test_real_lfm2k_passes(tmp_path: Path) -> None:
         "whisper": ("whisper.npy", 512),
     }
     for name in ["lfm2k.inter", *(f for f, _ in files.values())]:
-        (folder / name).symlink_to(LFM2K / name)
+        shutil.copyfile(LFM2K / name, folder / name)  # a symlink out of the folder is refused
     manifest = {
         "name": "lfm2k",
         "format": "mmrec",
@@ -324,3 +329,102 @@ def test_real_lfm2k_passes(tmp_path: Path) -> None:
     (folder / "dataset.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     report = validate_dataset(folder)
     assert report.success, report.render()
+
+
+# ---------------------------------------------------------------- id space (ids with gaps after an erasure)
+
+
+def erased_frame(users: tuple[int, ...] = (7, N_USERS - 1)) -> pd.DataFrame:
+    """The toy frame with every row of ``users`` removed (as an erasure does), the highest id included."""
+    df = toy_frame()
+    return df[~df.userID.isin(users)].reset_index(drop=True)
+
+
+def test_erased_users_leave_gaps_in_a_declared_id_space(tmp_path: Path) -> None:
+    """Removing every row of user 7 and of the highest user (29) keeps the id space: validation accepts the
+    gaps and the dataset keeps 30 users, so a model trained before the erasure still fits."""
+    folder = tmp_path / "toy"
+    m = write_dataset(folder, "toy", erased_frame(), toy_features(), id_space=(N_USERS, N_ITEMS))
+    raw = yaml.safe_load((folder / "dataset.yaml").read_text())
+    assert raw["id_space"] == {"n_users": N_USERS, "n_items": N_ITEMS} and m.id_space is not None
+    report = validate_dataset(folder)
+    assert report.success, report.render()
+    ds = load_dataset(folder)
+    assert (ds.n_users, ds.n_items) == (N_USERS, N_ITEMS)
+    assert 7 not in set(ds.train.users) and N_USERS - 1 not in set(ds.train.users)
+
+
+def test_erasure_in_place_on_an_older_folder_keeps_its_stats_id_space(tmp_path: Path) -> None:
+    """An erasure that rewrites only the ``.inter`` file and the count stats (as ``tru erase`` does) of a
+    folder written before ``id_space`` existed: ``stats.n_users / n_items`` stay and are the id space."""
+    folder = make(tmp_path)
+    edit_manifest(folder, lambda m: m.pop("id_space"))
+    df = erased_frame()
+    df.to_csv(folder / INTER, sep="\t", index=False)
+
+    def counts(m: dict) -> None:
+        m["stats"].update(n_interactions=len(df), n_train=int((df.x_label == 0).sum()))
+        m["stats"].update(n_valid=int((df.x_label == 1).sum()), n_test=int((df.x_label == 2).sum()))
+
+    edit_manifest(folder, counts)
+    report = validate_dataset(folder)
+    assert report.success, report.render()
+    assert (load_dataset(folder).n_users, load_dataset(folder).n_items) == (N_USERS, N_ITEMS)
+    edit_manifest(folder, lambda m: m["stats"].__setitem__("n_users", 20))
+    assert_fails(validate_dataset(folder), "ids_in_id_space", INTER, "stats.n_users = 20")
+
+
+def test_write_dataset_declares_the_id_space_by_default(tmp_path: Path) -> None:
+    folder = make(tmp_path)
+    raw = yaml.safe_load((folder / "dataset.yaml").read_text())
+    assert raw["id_space"] == {"n_users": N_USERS, "n_items": N_ITEMS}
+    assert list(raw)[:5] == ["name", "format", "interactions", "modalities", "id_space"]
+
+
+def test_ids_outside_the_declared_id_space_are_refused(tmp_path: Path) -> None:
+    folder = make(tmp_path)
+    edit_manifest(folder, lambda m: m["id_space"].__setitem__("n_users", 25))
+    first = int(np.flatnonzero(toy_frame().userID.to_numpy() >= 25)[0]) + 2
+    text = assert_fails(
+        validate_dataset(folder), "ids_in_id_space", INTER, "id_space.n_users = 25", f"line {first}"
+    )
+    assert "ids_contiguous" not in text
+    with pytest.raises(
+        DataError, match=rf"toy\.inter: line {first}: userID 25 is outside .*'id_space\.n_users'"
+    ):
+        load_dataset(folder, validate=False)
+
+
+def test_id_space_must_match_the_feature_rows(tmp_path: Path) -> None:
+    folder = make(tmp_path)
+    edit_manifest(folder, lambda m: m["id_space"].__setitem__("n_items", 50))
+    assert_fails(validate_dataset(folder), "feature_row_count", "image_feat.npy", "rows=40", "expected=50")
+    with pytest.raises(DataError, match=r"image_feat\.npy: 40 rows; expected n_items = 50"):
+        load_dataset(folder, validate=False)
+    with pytest.raises(DataError, match="feature rows"):
+        write_dataset(tmp_path / "w", "toy", toy_frame(), toy_features(), id_space=(N_USERS, 50))
+    with pytest.raises(DataError, match=r"line \d+: userID 20 is outside"):
+        write_dataset(tmp_path / "w", "toy", toy_frame(), toy_features(), id_space=(20, N_ITEMS))
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    "bad", [{"n_users": -1, "n_items": 40}, {"n_users": 30}, [30, 40], {"n_users": "x", "n_items": 1}]
+)
+def test_malformed_id_space(tmp_path: Path, bad: object) -> None:
+    folder = make(tmp_path)
+    edit_manifest(folder, lambda m: m.__setitem__("id_space", bad))
+    assert_fails(validate_dataset(folder), "manifest_valid", "dataset.yaml", "id_space")
+
+
+def test_older_folder_falls_back_to_stats_then_max_id(tmp_path: Path) -> None:
+    """Without id_space the stats written by write_dataset give the id space (same fingerprint as before
+    the field existed); without stats, max(id)+1 and the feature rows."""
+    folder = make(tmp_path)
+    fp = load_dataset(folder).fingerprint
+    edit_manifest(folder, lambda m: m.pop("id_space"))
+    ds = load_dataset(folder)
+    assert (ds.n_users, ds.n_items, ds.fingerprint) == (N_USERS, N_ITEMS, fp)
+    edit_manifest(folder, lambda m: m.pop("stats"))
+    ds = load_dataset(folder)
+    assert (ds.n_users, ds.n_items, ds.fingerprint) == (N_USERS, N_ITEMS, fp)

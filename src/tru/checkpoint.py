@@ -1,9 +1,22 @@
 """Safe model checkpoints: a run folder holding ``model.pt`` (loaded with ``weights_only=True``) and
-``run.json`` (config, data fingerprint, code version, metrics).
+``run.json`` (config, provenance, code version, metrics); file names in :mod:`tru.runfolder`.
 
-A checkpoint records the fingerprint of the dataset it was trained on and the fingerprint of the exact
-train interactions (the train split, or the retain set D_r after unlearning). Loading it against another
-dataset, or with a config whose architecture differs, is refused with a clear error."""
+A checkpoint says exactly what its model was trained on and what it has forgotten, never the forgotten
+data itself:
+
+* ``id_space`` (n_users, n_items) and ``features_fingerprint`` (the item feature matrices): the model's
+  shape and content inputs; loading on a dataset where either differs is refused;
+* ``train_fingerprint`` = sha256 of the sorted unique pair keys it was trained on (D, or D_r);
+* ``forgotten``: the ids of the deletion requests the model has forgotten and a keyed commitment to
+  them (:mod:`tru.forget.commitment`), never the deleted pairs;
+* ``lineage``: how the model was made (``train`` from scratch, ``unlearn`` from a parent model,
+  ``retrain`` from scratch on D_r), the parent's weights hash and registry version, the data version;
+* ``weights_sha256``: the hash of the weights (certificates bind to it).
+
+Loading (:func:`load_run`): on the *erased* dataset (the forgotten rows physically removed) the train
+split is the model's train set; on a dataset that still holds the forgotten rows, pass the deletion
+manifest (``requests``) and the rows of the forgotten requests are removed first. Either way the train
+fingerprint must match, so a model never loads against data it was not trained on."""
 
 from __future__ import annotations
 
@@ -11,7 +24,8 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +35,10 @@ import torch
 from tru.data.dataset import Pairs, RecDataset
 from tru.models import build_backbone
 from tru.models.base import Recommender
+from tru.runfolder import METRICS_FILE, MODEL_FILE, RUN_FILE
 from tru.utils import git_commit, write_json
 
-FORMAT_VERSION = 1
-MODEL_FILE = "model.pt"
-RUN_FILE = "run.json"
+FORMAT_VERSION = 2
 #: config keys that change the architecture or the scores: a mismatch refuses the checkpoint
 ARCH_KEYS = (
     "model",
@@ -39,6 +52,7 @@ ARCH_KEYS = (
     "n_heads",
     "num_samples",
 )
+LINEAGE_KINDS = ("train", "unlearn", "retrain")
 
 
 class CheckpointError(ValueError):
@@ -51,12 +65,95 @@ def pairs_fingerprint(pairs: Pairs, n_items: int) -> str:
     return hashlib.sha256(keys.tobytes()).hexdigest()
 
 
+def features_fingerprint(dataset: RecDataset) -> str:
+    """sha256 over the id space and every modality's feature matrix (name, shape, float32 bytes)."""
+    h = hashlib.sha256(f"{dataset.n_users}x{dataset.n_items}".encode())
+    for name in sorted(dataset.features):
+        arr = np.ascontiguousarray(dataset.features[name], dtype="<f4")
+        h.update(f"|{name}:{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the state dict in key order: name, dtype, shape and the raw bytes of every tensor."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What a model has forgotten: request ids (sorted) and a keyed commitment to those requests."""
+
+    request_ids: tuple[str, ...] = ()
+    commitment: str = ""
+    n_pairs: int = 0
+
+    @classmethod
+    def of(cls, requests: Sequence[Any], n_pairs: int) -> Forgotten:
+        """The forgotten set of ``requests`` (objects with request_id, kind, user_id, item_id)."""
+        from tru.forget.commitment import commit_requests
+
+        uniq = {str(r.request_id): r for r in requests}
+        if not uniq:
+            return cls()
+        return cls(tuple(sorted(uniq)), commit_requests(uniq.values()), int(n_pairs))
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Forgotten:
+        raw = raw or {}
+        return cls(
+            tuple(str(r) for r in raw.get("request_ids", ())),
+            str(raw.get("commitment", "")),
+            int(raw.get("n_pairs", 0)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"request_ids": list(self.request_ids), "commitment": self.commitment, "n_pairs": self.n_pairs}
+
+    @property
+    def ids(self) -> frozenset[str]:
+        return frozenset(self.request_ids)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """How a model was made. ``parent_version``: the registry version it was derived from ('' if none)."""
+
+    kind: str = "train"
+    method: str = ""
+    parent_weights_sha256: str = ""
+    parent_version: str = ""
+    data_version: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in LINEAGE_KINDS:
+            raise ValueError(f"lineage kind {self.kind!r}: expected one of {LINEAGE_KINDS}")
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Lineage:
+        raw = dict(raw or {})
+        raw["data_version"] = {str(k): str(v) for k, v in (raw.get("data_version") or {}).items()}
+        known = {k: raw[k] for k in ("kind", "method", "parent_weights_sha256", "parent_version") if k in raw}
+        return cls(**known, data_version=raw["data_version"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class LoadedRun:
     model: Recommender
     config: dict[str, Any]
     meta: dict[str, Any]
     train: Pairs
+    forgotten: Forgotten = field(default_factory=Forgotten)
+    lineage: Lineage = field(default_factory=Lineage)
+    weights_sha256: str = ""
 
 
 def save_run(
@@ -67,42 +164,44 @@ def save_run(
     train: Pairs | None = None,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
-    forget: Pairs | None = None,
+    forgotten: Forgotten | None = None,
+    lineage: Lineage | None = None,
 ) -> Path:
     """Write ``model.pt`` + ``run.json`` (+ ``metrics.json`` when given) atomically into ``run_dir``.
 
-    ``forget`` (the pairs removed from the train split, for unlearned models) is stored inside the
-    checkpoint so that a reload rebuilds the graphs from D_r; run.json holds only its count and hash."""
+    ``train``: the interactions the model was trained on (default: the dataset's train split; D_r for
+    unlearned and retrained models); ``forgotten``: the requests it has forgotten (ids + commitment:
+    never the pairs)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     train = dataset.train if train is None else train
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    forget_arr = (
-        np.stack([forget.users, forget.items])
-        if forget is not None and len(forget)
-        else np.zeros((2, 0), dtype=np.int64)
-    )
+    forgotten = forgotten or Forgotten()
+    lineage = lineage or Lineage()
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    digest = weights_sha256(state)
+    provenance = {
+        "backbone": model.name,
+        "id_space": {"n_users": dataset.n_users, "n_items": dataset.n_items},
+        "features_fingerprint": features_fingerprint(dataset),
+        "train_fingerprint": pairs_fingerprint(train, dataset.n_items),
+        "n_train_pairs": len(train),
+        "forgotten": forgotten.to_dict(),
+        "lineage": lineage.to_dict(),
+        "weights_sha256": digest,
+    }
     payload = {
         "format_version": FORMAT_VERSION,
-        "backbone": model.name,
         "state_dict": state,
         "config": json.loads(json.dumps(config, default=str)),
-        "data_fingerprint": dataset.fingerprint,
-        "train_fingerprint": pairs_fingerprint(train, dataset.n_items),
-        "forget_pairs": torch.from_numpy(forget_arr.astype(np.int64)),
-        "n_users": dataset.n_users,
-        "n_items": dataset.n_items,
+        **provenance,
     }
     tmp = run_dir / f".{MODEL_FILE}.tmp"
     torch.save(payload, tmp)
     os.replace(tmp, run_dir / MODEL_FILE)
     meta = {
         "format_version": FORMAT_VERSION,
-        "backbone": model.name,
+        **provenance,
         "dataset": dataset.summary(),
-        "data_fingerprint": dataset.fingerprint,
-        "train_fingerprint": payload["train_fingerprint"],
-        "n_forget_pairs": int(forget_arr.shape[1]),
         "code_version": git_commit(),
         "config": payload["config"],
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
@@ -110,7 +209,7 @@ def save_run(
     }
     write_json(run_dir / RUN_FILE, meta)
     if metrics is not None:
-        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / METRICS_FILE, metrics)
     return run_dir
 
 
@@ -123,8 +222,55 @@ def read_checkpoint(run_dir: Path | str) -> dict[str, Any]:
     except Exception as exc:  # torch raises several types for corrupt / unsafe files
         raise CheckpointError(f"{path}: cannot load safely (weights_only=True): {exc}") from exc
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unknown checkpoint format (expected format_version {FORMAT_VERSION})")
+        got = payload.get("format_version") if isinstance(payload, dict) else None
+        hint = (
+            " (format 1 stored the deleted pairs inside the model: retrain or re-run the unlearning)"
+            if got == 1
+            else ""
+        )
+        raise CheckpointError(
+            f"{path}: checkpoint format {got!r}; expected format_version {FORMAT_VERSION}{hint}"
+        )
     return payload
+
+
+def checkpoint_forgotten(run_dir: Path | str) -> Forgotten:
+    """The forgotten set recorded in a run folder's checkpoint (no model is built)."""
+    return Forgotten.from_dict(read_checkpoint(run_dir).get("forgotten"))
+
+
+def model_train_set(
+    payload: dict[str, Any], dataset: RecDataset, requests: Iterable[Any] | None, where: Path
+) -> Pairs:
+    """The interactions a checkpoint was trained on, found in ``dataset``: its train split when the
+    fingerprints match (an original model, or the erased dataset), else the split without the rows of
+    the model's forgotten requests taken from ``requests`` (the deletion manifest)."""
+    want, n_items = str(payload["train_fingerprint"]), dataset.n_items
+    if pairs_fingerprint(dataset.train, n_items) == want:
+        return dataset.train
+    forgotten = Forgotten.from_dict(payload.get("forgotten"))
+    if not forgotten.request_ids:
+        raise CheckpointError(
+            f"{where}: trained on {payload.get('n_train_pairs', '?')} pairs (fingerprint {want[:12]}…) that "
+            f"are not dataset {dataset.root}'s train split ({len(dataset.train)} pairs)"
+        )
+    if requests is None:
+        raise CheckpointError(
+            f"{where}: the model has forgotten {len(forgotten.request_ids)} deletion request(s) whose rows "
+            f"are still in dataset {dataset.root}: load it against the erased data version, or give the "
+            "deletion manifest that holds those requests"
+        )
+    from tru.forget.requests import resolve_requests
+
+    mine = [r for r in requests if str(r.request_id) in forgotten.ids]
+    retain = resolve_requests(dataset, mine, strict=False).retain if mine else dataset.train
+    if pairs_fingerprint(retain, n_items) != want:
+        missing = len(forgotten.ids - {str(r.request_id) for r in mine})
+        raise CheckpointError(
+            f"{where}: the dataset without the rows of the model's {len(mine)} forgotten request(s) found in "
+            f"the manifest ({missing} not found there) is not the set the model was trained on"
+        )
+    return retain
 
 
 def load_run(
@@ -132,14 +278,22 @@ def load_run(
     dataset: RecDataset,
     config_overrides: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
+    requests: Iterable[Any] | None = None,
 ) -> LoadedRun:
-    """Rebuild the model on ``dataset`` and load its weights, refusing any mismatch."""
-    payload = read_checkpoint(run_dir)
+    """Rebuild the model on ``dataset`` and load its weights, refusing any mismatch (module docstring).
+    ``requests``: the deletion manifest, needed only when ``dataset`` still holds rows the model forgot."""
     path = Path(run_dir) / MODEL_FILE
-    if payload["data_fingerprint"] != dataset.fingerprint:
+    payload = read_checkpoint(run_dir)
+    space = payload.get("id_space") or {}
+    if (space.get("n_users"), space.get("n_items")) != (dataset.n_users, dataset.n_items):
         raise CheckpointError(
-            f"{path}: trained on data fingerprint {payload['data_fingerprint'][:12]}…, but dataset "
-            f"{dataset.root} has {dataset.fingerprint[:12]}…: evaluate it on the data it was trained on"
+            f"{path}: made for {space.get('n_users')} users × {space.get('n_items')} items, but dataset "
+            f"{dataset.root} has {dataset.n_users} × {dataset.n_items}: evaluate it on its own data"
+        )
+    if payload.get("features_fingerprint") != features_fingerprint(dataset):
+        raise CheckpointError(
+            f"{path}: trained with other item features than dataset {dataset.root}'s "
+            f"(fingerprint {str(payload.get('features_fingerprint'))[:12]}…): evaluate it on its own data"
         )
     config = dict(payload["config"])
     for key, val in (config_overrides or {}).items():
@@ -148,15 +302,9 @@ def load_run(
                 f"{path}: config '{key}' is {config[key]!r} in the checkpoint, {val!r} requested"
             )
         config[key] = val
-    forget_arr = payload["forget_pairs"].numpy()
-    train = dataset.train
-    forget = Pairs(forget_arr[0], forget_arr[1])
-    if len(forget):
-        train = train.subset(~train.isin(forget, dataset.n_items))
-    if pairs_fingerprint(train, dataset.n_items) != payload["train_fingerprint"]:
-        raise CheckpointError(f"{path}: the train interactions it was trained on are not the dataset's")
+    train = model_train_set(payload, dataset, requests, path)
     model = build_backbone(payload["backbone"], dataset, config)
-    if len(forget):
+    if train is not dataset.train:
         model.rebuild(train)
     try:
         model.load_state_dict(payload["state_dict"])
@@ -166,7 +314,28 @@ def load_run(
         model.to(device)
     meta_path = Path(run_dir) / RUN_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return LoadedRun(model, config, meta, train)
+    return LoadedRun(
+        model,
+        config,
+        meta,
+        train,
+        Forgotten.from_dict(payload.get("forgotten")),
+        Lineage.from_dict(payload.get("lineage")),
+        str(payload.get("weights_sha256", "")),
+    )
+
+
+def verify_weights(run_dir: Path | str) -> str:
+    """Recompute the weights hash of a run folder's checkpoint; refuse one whose recorded hash differs
+    (a checkpoint edited after it was written). Returns the hash."""
+    payload = read_checkpoint(run_dir)
+    got = weights_sha256(payload["state_dict"])
+    if got != payload.get("weights_sha256"):
+        raise CheckpointError(
+            f"{Path(run_dir) / MODEL_FILE}: weights hash {got[:12]}… differs from the recorded "
+            f"{str(payload.get('weights_sha256'))[:12]}…: the checkpoint was altered"
+        )
+    return got
 
 
 def copy_run(src: Path, dst: Path) -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,46 @@ import numpy as np
 import torch
 
 LOG = logging.getLogger("tru")
+
+
+_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
+_SECRET_KEY_RE = re.compile(
+    r"(token|secret|passw(or)?d|pwd|signature|credential|api[_-]?key|access[_-]?key|auth|^sig$|^key$)",
+    re.IGNORECASE,
+)
+REDACTED = "***"
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with its secrets replaced by ``***``: the ``user:password@`` userinfo and the values of
+    query parameters that carry credentials (``token=``, ``X-Amz-Signature=``, ``X-Amz-Credential=``,
+    ``password=``, ``api_key=``, ``sig=`` ...). Anything else (``s3://bucket/key``,
+    ``sqlite:///abs/path.db``, plain paths) is returned unchanged, byte for byte."""
+    text = str(uri)
+    text = _USERINFO_RE.sub(lambda m: f"{m.group(1)}{REDACTED}@", text, count=1)
+    if "?" not in text:
+        return text
+    head, _, rest = text.partition("?")
+    query, hash_, fragment = rest.partition("#")
+
+    def one(param: str) -> str:
+        key, eq, _value = param.partition("=")
+        return f"{key}={REDACTED}" if eq and _SECRET_KEY_RE.search(key) else param
+
+    query = "&".join(one(p) for p in query.split("&"))
+    return f"{head}?{query}{hash_}{fragment}"
+
+
+def redact_text(text: str) -> str:
+    """Free text (an error message, a log line) with :func:`redact_uri` applied to every URI in it."""
+
+    def one(m: re.Match[str]) -> str:
+        uri = m.group(0)
+        tail = len(uri) - len(uri.rstrip(").,;:]}"))  # sentence punctuation after the URI stays
+        return redact_uri(uri[: len(uri) - tail]) + uri[len(uri) - tail :]
+
+    return _URI_RE.sub(one, str(text))
 
 
 def setup_logging(verbose: bool = False) -> None:

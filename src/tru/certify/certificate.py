@@ -1,45 +1,78 @@
-"""``tru certify``: audit an unlearned model against the original and (when given) a retrained one,
-check the policy, and write ``certificate.json``, ``report.html`` and the plots atomically.
+"""``tru certify``: audit an unlearned model against the original and a reference, decide a verdict, and
+write ``certificate.json``, ``report.html`` and the plots atomically (certificate revision 2,
+``shared/docs/certification.md``).
 
-Evidence levels: with a retrained model every check compares with Retrain ("retrain comparison");
-without one the retrain-free targets of tru-method.md §7 stand in ("retrain-free (weaker than retrain
-comparison)"): forget HR@20 against :func:`~tru.certify.forgetting.retrain_free_forget_target`, retain
-Recall@20 against the original's, and the MIA AUC against 0.5 (interaction regime: deleted and held-out
-pairs are exchangeable for a model that never saw them) or, when whole users / items are deleted,
-against the AUC of the re-initialised proxy (a never-seen user's or item's scores are not those of a
-held-out pair, so 0.5 is not the never-seen value there).
+**Reference** (evidence level): with a retrained model every statistic compares with Retrain
+("retrain comparison"); without one the retrain-free references of tru-method.md §7 stand in
+("retrain-free (weaker than retrain comparison)"): D_f ranks against the original's test-pair ranks
+(interaction pairs) or the re-initialised proxy's (deleted users / items), the MIA AUC against ½ or
+the proxy's, retain utility against the original's.
 
-The certificate holds counts, request ids and a hash of D_f, never the deleted interactions."""
+**Statistics** (:mod:`tru.certify.statistics`): forget HR@20 gap, W₁ of the D_f rank percentiles,
+interaction-level MIA AUC gap, user-level MIA AUC gap (never-seen users as non-members), the difference
+attack (original → candidate against original → retrain), retain Recall@20 / NDCG@20 ratios; every
+interval from a user-clustered bootstrap.
+
+**Tolerances.** With a calibration (:mod:`tru.certify.calibration`, ``tru certify --calibration DIR``):
+t = max(floor, upper quantile of retrain's own null) per statistic, for the evidence level used
+("tolerances: calibrated"). Without one the fixed revision-1 policy keys decide (forget HR band, MIA
+tolerances, retain Recall@20 ratio; the other statistics are reported, not checked), labelled "fixed
+(revision 1 policy; no calibration)".
+
+**Verdict.** ``failed`` when a checked statistic (or consistency / time / policy check) is out of
+bounds, each one named; ``inconclusive`` (calibrated only) when D_f has fewer than the policy's
+``min_forget_pairs`` pairs, or when the audit cannot tell the original from the reference (the original
+is itself within tolerance on every forgetting statistic); else ``passed``. ``passed`` (the boolean) is
+true only for the verdict ``passed``. A candidate whose parameters equal the original's, or the original
+after only the rebuild from D_r (graphs, and the exact part's row reset), is labelled "rebuild only".
+
+The certificate holds counts, request ids and keyed commitments of D_f, never the deleted interactions;
+it is signed last (:func:`tru.certify.binding.sign`)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_curve
 
 from tru.certify import forgetting as fg
 from tru.certify import mia
+from tru.certify import statistics as stx
+from tru.certify.binding import Certificate, ModelBinding, sign
+from tru.certify.calibration import Calibration, as_calibration
 from tru.certify.output import CertifyError, check_out, clean_json, write_outputs
-from tru.certify.policy import Policy, load_policy, run_checks
+from tru.certify.policy import (
+    Bounds,
+    Policy,
+    bounds_from_tolerance,
+    load_policy,
+    revision1_bounds,
+)
 from tru.certify.report import build_images, render_html
-from tru.checkpoint import LoadedRun, load_run, pairs_fingerprint
+from tru.checkpoint import LoadedRun, load_run, pairs_fingerprint, weights_sha256
 from tru.data.dataset import DataError, RecDataset
 from tru.forget.spec import ForgetSpec
 from tru.utils import git_commit
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+FORMAT = "tru-certificate/2"
 EVIDENCE_RETRAIN = "retrain comparison"
 EVIDENCE_FREE = "retrain-free (weaker than retrain comparison)"
+TOL_CALIBRATED = "calibrated (revision 2)"
+TOL_FIXED = "fixed (revision 1 policy; no calibration)"
 UNLEARN_FILE = "unlearn.json"
 CERT_FILE = "certificate.json"
 REPORT_FILE = "report.html"
+REBUILD_ONLY = "rebuild only"
 
 
 @dataclass
@@ -53,11 +86,11 @@ class ModelRun:
 
 @dataclass
 class AuditOptions:
-    max_pairs: int = 20000  # cap per pool (retain sample, held-out, D_f) of the interaction-level audit
-    max_users: int = 2000  # retained users sampled for the user-level audit
-    n_boot: int = 200  # bootstrap resamples for the interval on the first seed
+    max_pairs: int = 20000  # cap per pool (retain sample, held-out, D_f) of the audits
+    max_users: int = 2000  # never-seen users drawn at most for the user-level audit
+    n_boot: int = 200  # user-clustered bootstrap rows (intervals; the calibration's null)
     batch_size: int | None = None  # users per score block (default: a 32 MiB block)
-    seed: int = 0  # pools and the proxy's re-initialisation
+    seed: int = 0  # pools, the never-seen users, the proxy's re-initialisation and the bootstrap
 
 
 def read_unlearn_meta(folder: Path) -> dict[str, Any] | None:
@@ -76,14 +109,31 @@ def read_unlearn_meta(folder: Path) -> dict[str, Any] | None:
     return raw
 
 
-def open_run(folder: Path | str, dataset: RecDataset, device: str | torch.device | None = None) -> ModelRun:
-    """Load a run folder (``model.pt`` + ``run.json``, plus ``unlearn.json`` when present)."""
+def open_run(
+    folder: Path | str,
+    dataset: RecDataset,
+    device: str | torch.device | None = None,
+    requests: Sequence[Any] | None = None,
+) -> ModelRun:
+    """Load a run folder (``model.pt`` + ``run.json``, plus ``unlearn.json`` when present);
+    ``requests``: the deletion manifest, for models that forgot rows ``dataset`` still holds."""
     folder = Path(folder)
-    return ModelRun(load_run(folder, dataset, device=device), folder, read_unlearn_meta(folder))
+    run = load_run(folder, dataset, device=device, requests=requests)
+    return ModelRun(run, folder, read_unlearn_meta(folder))
 
 
-def _as_run(run: ModelRun | Path | str, dataset: RecDataset) -> ModelRun:
-    return run if isinstance(run, ModelRun) else open_run(run, dataset)
+def _as_run(run: ModelRun | Path | str, dataset: RecDataset, spec: ForgetSpec) -> ModelRun:
+    return run if isinstance(run, ModelRun) else open_run(run, dataset, requests=spec.requests)
+
+
+def training_seed(mr: ModelRun) -> int:
+    """The seed that made a model: a retrain's ``unlearn.json`` seed (``tru unlearn --method retrain
+    --seed S`` saves the original's config), else the unlearning config's seed, else the run config's."""
+    meta = mr.unlearn or {}
+    for raw in (meta.get("seed"), (meta.get("config") or {}).get("seed")):
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return int(raw)
+    return int(mr.run.config.get("seed", 0) or 0)
 
 
 def _training_seconds(mr: ModelRun) -> float | None:
@@ -121,13 +171,6 @@ def _model_block(mr: ModelRun, dataset: RecDataset, spec: ForgetSpec, opts: Audi
     return block
 
 
-def _add_audit(block: dict[str, Any], audit: dict[str, Any], prefix: str) -> None:
-    block[f"{prefix}_auc"] = audit["auc"]
-    block[f"{prefix}_auc_ci95"] = audit["ci95"]
-    block[f"{prefix}_auc_bootstrap_ci95"] = audit["bootstrap_ci95"]
-    block[f"{prefix}_auc_seeds"] = audit["auc_seeds"]
-
-
 def _consistency(name: str, mr: ModelRun, expected: str, what: str, n_items: int) -> dict[str, Any] | None:
     got = pairs_fingerprint(mr.run.train, n_items)
     if got == expected:
@@ -142,6 +185,364 @@ def _consistency(name: str, mr: ModelRun, expected: str, what: str, n_items: int
     }
 
 
+def binding_of(mr: ModelRun, n_items: int) -> ModelBinding:
+    """The certificate's record of one model: weights hash (recomputed from the loaded weights), train
+    fingerprint, lineage and forgotten-request commitment."""
+    run = mr.run
+    return ModelBinding(
+        weights_sha256=weights_sha256(run.model.state_dict()),
+        train_fingerprint=pairs_fingerprint(run.train, n_items),
+        lineage_kind=run.lineage.kind,
+        parent_weights_sha256=run.lineage.parent_weights_sha256,
+        forgotten_commitment=run.forgotten.commitment,
+    )
+
+
+def check_models(
+    dataset: RecDataset,
+    spec: ForgetSpec,
+    original: ModelRun,
+    unlearned: ModelRun,
+    retrained: ModelRun | None,
+) -> dict[str, dict[str, str]]:
+    """Refuse a comparison that would not certify these requests (:class:`CertifyError`, nothing
+    written), and return each model's binding.
+
+    * the unlearned model must have forgotten exactly the requests of ``spec`` (commitment);
+    * the original must have been trained on a superset of D_r (the train split, or the split without
+      requests an earlier unlearning already forgot), and when the unlearned model records its parent's
+      weights, be that parent;
+    * a retrained model must be a genuine retrain on D_r: trained from scratch (lineage ``retrain`` or
+      ``train``, never ``unlearn``), on exactly D_r, with weights that differ from the unlearned model's."""
+    ni = dataset.n_items
+    models = {"original": original, "unlearned": unlearned} | ({"retrained": retrained} if retrained else {})
+    binds = {name: binding_of(mr, ni) for name, mr in models.items()}
+    want = spec.forgotten().commitment
+    if binds["unlearned"].forgotten_commitment != want:
+        raise CertifyError(
+            f"unlearned model {unlearned.folder}: it has forgotten "
+            f"{len(unlearned.run.forgotten.request_ids)} request(s), not the {len(spec.requests)} of this "
+            "manifest: certify it with the requests it was unlearned for"
+        )
+    retain_keys = spec.retain.keys(ni)
+    if not np.isin(retain_keys, original.run.train.keys(ni)).all():
+        raise CertifyError(
+            f"original model {original.folder}: its train set does not contain D_r; it is not the model "
+            "these requests were unlearned from"
+        )
+    parent = binds["unlearned"].parent_weights_sha256
+    same = binds["unlearned"].weights_sha256 == binds["original"].weights_sha256  # a confirmation run
+    if parent and not same and parent != binds["original"].weights_sha256:
+        raise CertifyError(
+            f"unlearned model {unlearned.folder} was derived from weights {parent[:12]}…, not from the "
+            f"original given ({binds['original'].weights_sha256[:12]}…)"
+        )
+    if retrained is not None:
+        rb = binds["retrained"]
+        problems = []
+        if rb.lineage_kind not in ("retrain", "train"):
+            problems.append(f"it was made by '{rb.lineage_kind}', not trained from scratch")
+        if rb.train_fingerprint != pairs_fingerprint(spec.retain, ni):
+            problems.append("it was not trained on exactly D_r = D \\ D_f")
+        if rb.weights_sha256 == binds["unlearned"].weights_sha256:
+            problems.append("its weights are the unlearned model's")
+        if problems:
+            raise CertifyError(
+                f"--retrained {retrained.folder} is not a genuine retrain on D_r: {'; '.join(problems)}"
+            )
+    return {name: b.to_dict() for name, b in binds.items()}
+
+
+def check_second_retrain(dataset: RecDataset, spec: ForgetSpec, second: ModelRun, bindings: dict) -> None:
+    """A second retrain (shown on the report's axis) must be a genuine retrain on D_r that differs from
+    the reference retrain."""
+    bind = binding_of(second, dataset.n_items)
+    if bind.lineage_kind not in ("retrain", "train") or bind.train_fingerprint != pairs_fingerprint(
+        spec.retain, dataset.n_items
+    ):
+        raise CertifyError(f"--second-retrained {second.folder}: not a from-scratch retrain on D_r")
+    if "retrained" in bindings and bind.weights_sha256 == bindings["retrained"]["weights_sha256"]:
+        raise CertifyError(
+            f"--second-retrained {second.folder}: same weights as the reference retrain (same seed?)"
+        )
+
+
+def update_label(original: ModelRun, unlearned: ModelRun, spec: ForgetSpec, n_items: int) -> dict[str, Any]:
+    """What the unlearning did to the parameters: ``unchanged`` (the original itself, already trained on
+    D_r), ``rebuild only`` (the original's parameters, or the original after the rebuild from D_r and the
+    exact part's reset of the rows retrain never trains, with no update on top; or ``unlearn.json``
+    reports ``no_update``), or ``updated``."""
+    measured = _changed_params(original.run.model, unlearned.run.model)
+    meta = unlearned.unlearn or {}
+    out: dict[str, Any] = {"params_changed_measured": measured, "params_changed_vs_rebuilt": None}
+    already = pairs_fingerprint(original.run.train, n_items) == pairs_fingerprint(spec.retain, n_items)
+    if measured == 0:
+        label = "unchanged" if already else REBUILD_ONLY
+        why = "the original model itself" if already else "the original's parameters; only the graphs rebuilt"
+    else:
+        rebuilt = copy.deepcopy(original.run.model)
+        rebuilt.rebuild(spec.retain)
+        rebuilt.reset_untrained_rows(spec.retain, training_seed(unlearned))
+        vs = _changed_params(rebuilt, unlearned.run.model)
+        out["params_changed_vs_rebuilt"] = vs
+        del rebuilt
+        if vs == 0:
+            label, why = REBUILD_ONLY, "the rebuild from D_r and the exact part's row reset, no update"
+        elif meta.get("no_update") is True:
+            label, why = REBUILD_ONLY, "unlearn.json reports no_update (every update rolled back)"
+        else:
+            label, why = "updated", "parameters moved beyond the rebuild"
+    return out | {"label": label, "rebuild_only": label == REBUILD_ONLY, "why": why}
+
+
+@dataclass
+class Audit:
+    """One audit of a forget set: the design, each model's evidence and its levels under the
+    user-clustered bootstrap weights (row 0: the point estimate)."""
+
+    design: stx.AuditDesign
+    weights: np.ndarray
+    evidence: dict[str, stx.Evidence]
+    levels: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def compare(self, cand: str, ref: str, rows: int | None = None) -> dict[str, np.ndarray]:
+        w = self.weights if rows is None else self.weights[:rows]
+        lc = {k: v[: len(w)] for k, v in self.levels[cand].items()}
+        lr = {k: v[: len(w)] for k, v in self.levels[ref].items()}
+        return stx.compare(self.evidence[cand], self.evidence[ref], self.design, w, lc, lr)
+
+
+def run_audit(
+    dataset: RecDataset,
+    spec: ForgetSpec,
+    runs: dict[str, ModelRun],
+    opts: AuditOptions,
+    seeds: Sequence[int],
+    retrain_free: bool,
+) -> Audit:
+    """Evidence of every model in ``runs`` (``original`` first) and, with ``retrain_free``, of the
+    retrain-free reference (``retrain-free``; its proxy as ``proxy``)."""
+    nu, ni, bs = dataset.n_users, dataset.n_items, opts.batch_size
+    design = stx.build_design(spec, nu, ni, seeds, opts.max_pairs, opts.max_users, opts.seed)
+    o = runs["original"]
+    ev: dict[str, stx.Evidence] = {}
+    ev["original"] = stx.model_evidence(
+        "original", o.run.model, o.run.train, training_seed(o), design, None, bs, keep_pair_stats=True
+    )
+    ev["original"].diff = [np.full(len(stx.diff_eval_set(design)[0]), 0.5) for _ in design.diff_folds]
+    for name, mr in runs.items():
+        if name != "original":
+            ev[name] = stx.model_evidence(
+                name, mr.run.model, mr.run.train, training_seed(mr), design, ev["original"], bs
+            )
+    audit = Audit(design, stx.poisson_weights(nu, opts.n_boot, opts.seed + 1), ev, notes=list(design.notes))
+    if retrain_free:
+        ent = fg.entity_mask(spec)
+        pool_ent = np.isin(design.forget.users, spec.users) | np.isin(design.forget.items, spec.items)
+        proxy = None
+        if ent.any():
+            proxy, n_reinit = fg.reinit_proxy(o.run.model, spec, opts.seed)
+            audit.notes.append(
+                f"retrain-free proxy: the original model, graphs rebuilt from D_r, {n_reinit} ID-table "
+                "entries set to what retraining leaves them"
+            )
+        ev["retrain-free"] = stx.retrain_free_evidence(
+            o.run.model, o.run.train, ev["original"], proxy, opts.seed, spec, design, pool_ent, bs
+        )
+    for name, e in ev.items():
+        audit.levels[name] = stx.levels(e, design, audit.weights)
+    return audit
+
+
+def _f(x: Any) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _message(name: str, ok: bool, v: float | None, bounds: Bounds, lc: float | None, lr: float | None,
+             ref_name: str) -> str:  # fmt: skip
+    verdict = "ok" if ok else "FAILED"
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    what = {
+        "forget_hr_gap": f"forget HR@20 against {ref_name}'s: {fmt(lc)} vs {fmt(lr)}, gap",
+        "rank_w1": f"D_f rank percentiles against {ref_name}'s: W₁",
+        "mia_auc_gap": f"MIA AUC − {ref_name}'s = {fmt(lc)} − {fmt(lr)}",
+        "user_mia_auc_gap": f"user-level MIA AUC − {ref_name}'s = {fmt(lc)} − {fmt(lr)}",
+        "diff_auc_gap": f"difference-attack AUC (from the original) − {ref_name}'s = {fmt(lc)} − {fmt(lr)}",
+        "retain_recall_ratio": f"retain Recall@20 against {ref_name}'s: {fmt(lc)} / {fmt(lr)}, ratio",
+        "retain_ndcg_ratio": f"retain NDCG@20 against {ref_name}'s: {fmt(lc)} / {fmt(lr)}, ratio",
+    }[name]
+    val = "n/a" if v is None else (f"{v:+.4f}" if stx.STAT_BY_NAME[name].sided == "two-sided" else f"{v:.4f}")
+    return f"{what} {val}: {verdict} ({bounds.text()})"
+
+
+LEVEL_KEY = {
+    "forget_hr_gap": "forget_hr",
+    "rank_w1": None,
+    "mia_auc_gap": "mia_auc",
+    "user_mia_auc_gap": "user_mia_auc",
+    "diff_auc_gap": "diff_auc",
+    "retain_recall_ratio": "retain_recall",
+    "retain_ndcg_ratio": "retain_ndcg",
+}
+
+
+def assess(
+    audit: Audit,
+    ref: str,
+    policy: Policy,
+    calibration: Calibration | None,
+    candidate: str = "unlearned",
+    second: str | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every statistic of ``candidate`` (and the original, and ``second``) against ``ref`` with its
+    bounds (calibrated, or revision 1), and the power of the audit. Returns (rows, power)."""
+    level = "retrain" if ref != "retrain-free" else "retrain-free"
+    ref_name = "Retrain" if level == "retrain" else "the retrain-free reference"
+    vc = audit.compare(candidate, ref)
+    vo = audit.compare("original", ref, rows=1)
+    vs = audit.compare(second, ref, rows=1) if second else None
+    tol: dict[str, float] = {}
+    q_level, plain, null = None, {}, None
+    if calibration is not None:
+        avail = [n for n in stx.STAT_NAMES if _f(vc[n][0]) is not None]
+        tol, q_level, plain = calibration.tolerances(policy, level, avail)
+        null = calibration.null(level)
+    rows = []
+    for st in stx.STATS:
+        n = st.name
+        v = _f(vc[n][0])
+        centre = 1.0 if st.sided == "lower" else 0.0
+        if calibration is not None:
+            bounds = bounds_from_tolerance(st.sided, tol[n]) if n in tol else Bounds(None, None)
+            source = (
+                ("floor" if tol[n] <= policy.floor(n) + 1e-12 else "calibrated")
+                if n in tol
+                else "not available"
+            )
+        else:
+            b1 = revision1_bounds(policy, n)
+            bounds = b1 or Bounds(None, None)
+            source = "revision 1 policy" if b1 else "not checked (no calibration)"
+        checked = (bounds.lo is not None or bounds.hi is not None) and v is not None
+        if calibration is None and b1 is not None and v is None:
+            checked = True  # revision 1: a value needed by a check but missing fails it
+        ok = bounds.contains(v) if v is not None else (False if checked else None)
+        o, sv = _f(vo[n][0]), _f(vs[n][0]) if vs is not None else None
+        sv_src = "model" if vs is not None else None
+        sv_range = None
+        if sv is None and null is not None:
+            sv = null.median_seed_value(n)
+            sv_src = "calibration (median over its retrain pairs)" if sv is not None else None
+            vals = [x for x in null.seed_values.get(n, []) if x is not None]
+            sv_range = [min(vals), max(vals)] if vals else None
+        lk = LEVEL_KEY[n]
+        lc = _f(audit.levels[candidate][lk][0]) if lk else None
+        lr = _f(audit.levels[ref][lk][0]) if lk else None
+        t = tol.get(n)
+        if calibration is None and bounds.hi is not None:
+            t = bounds.hi - centre if st.sided != "lower" else None
+        if calibration is None and st.sided == "lower" and bounds.lo is not None:
+            t = 1.0 - bounds.lo
+        rows.append(
+            {
+                "name": n,
+                "label": st.label,
+                "kind": st.kind,
+                "sided": st.sided,
+                "formula": st.formula,
+                "candidate": v,
+                "candidate_ci95": stx.interval(vc[n][1:]),
+                "candidate_level": lc,
+                "reference_level": lr,
+                "original": o,
+                "second_retrain": sv,
+                "second_retrain_source": sv_src,
+                "second_retrain_range": sv_range,
+                "bounds": bounds.to_list(),
+                "bound_text": bounds.text(),
+                "tolerance": t,
+                "floor": policy.floor(n) if calibration is not None else None,
+                "null_quantile": plain.get(n),
+                "tolerance_source": source,
+                "checked": bool(checked),
+                "passed": ok,
+                "original_passed": bounds.contains(o) if checked else None,
+                "second_retrain_passed": bounds.contains(sv) if checked else None,
+                "normalised": {
+                    "candidate": bounds.normalised(v, centre),
+                    "original": bounds.normalised(o, centre),
+                    "second_retrain": bounds.normalised(sv, centre),
+                },
+                "message": _message(n, bool(ok), v, bounds, lc, lr, ref_name) if checked else "",
+            }
+        )
+    forgetting = [r for r in rows if r["kind"] == "forgetting" and r["checked"]]
+    power: dict[str, Any] = {
+        "level": level,
+        "quantile_level": q_level,
+        "original_within_tolerance": bool(forgetting) and all(r["original_passed"] for r in forgetting),
+        "original_outside": [r["name"] for r in forgetting if r["original_passed"] is False],
+    }
+    if null is not None:
+        outside = []
+        for r in forgetting:
+            b = Bounds(*r["bounds"])
+            if any(b.contains(x) is False for x in null.original.get(r["name"], []) if x is not None):
+                outside.append(r["name"])
+        power["calibration_original_outside"] = outside
+    return rows, power
+
+
+def decide(
+    rows: list[dict[str, Any]],
+    power: dict[str, Any],
+    failed: list[str],
+    n_forget: int,
+    policy: Policy,
+    calibrated: bool,
+    pre_deletion: bool,
+    ref_label: str,
+) -> tuple[str, list[str], dict[str, Any]]:
+    """The verdict (module docstring) from the statistics' rows, the audit's power and the failed checks'
+    messages. Returns (verdict, reasons, the ``inconclusive`` block)."""
+    info: dict[str, Any] = {
+        "min_forget_pairs": policy.min_forget_pairs,
+        "n_forget_pairs": n_forget,
+        "too_small": calibrated and n_forget < policy.min_forget_pairs,
+        "original_is_pre_deletion": pre_deletion,
+        **power,
+    }
+    if not calibrated:
+        return ("failed", failed, info) if failed else ("passed", [], info)
+    if n_forget < policy.min_forget_pairs:
+        msg = (
+            f"inconclusive: D_f has {n_forget} pairs; the calibrated statistics need at least "
+            f"{policy.min_forget_pairs} (policy min_forget_pairs) to have power"
+        )
+        return "inconclusive", [msg, *failed], info
+    if failed:
+        return "failed", failed, info
+    if pre_deletion:
+        powerless, basis = bool(power["original_within_tolerance"]), "the original model given"
+    else:
+        powerless = not power.get("calibration_original_outside")
+        basis = "the calibration's original (the original given already forgot D_f)"
+    info |= {"powerless": powerless, "power_basis": basis}
+    if not powerless:
+        return "passed", [], info
+    within = ", ".join(
+        f"{r['name']} {r['original']:.4f} ({r['bound_text']})"
+        for r in rows
+        if r["kind"] == "forgetting" and r["checked"] and r["original"] is not None
+    )
+    msg = (
+        f"inconclusive: the audit cannot tell the original model from {ref_label}: {basis} is itself within "
+        f"tolerance on every forgetting statistic ({within})"
+    )
+    return "inconclusive", [msg], info
+
+
 def certify(
     dataset: RecDataset,
     spec: ForgetSpec,
@@ -153,10 +554,16 @@ def certify(
     out_dir: Path | str | None = None,
     options: AuditOptions | None = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
-    """Audit ``unlearned`` for the deletion ``spec`` and return the certificate (a JSON-safe dict); with
-    ``out_dir`` also write it, the HTML report and the plots there atomically. Models are
-    :class:`ModelRun` (see :func:`open_run`) or run folders, loaded on ``dataset``."""
+    *,
+    calibration: Calibration | Path | str | None = None,
+    second_retrained: ModelRun | Path | str | None = None,
+) -> Certificate:
+    """Audit ``unlearned`` for the deletion ``spec`` and return the signed :class:`Certificate` (typed;
+    it also reads as the JSON document, ``cert["passed"]``); with ``out_dir`` also write it, the HTML
+    report and the plots there atomically. Models are :class:`ModelRun` (see :func:`open_run`) or run
+    folders, loaded on ``dataset``. ``calibration``: a :class:`~tru.certify.calibration.Calibration` or
+    its folder (revision-2 tolerances; refused when it does not cover this data, model, regime or
+    size); ``second_retrained``: another retrain on D_r, shown (and checked) as the second retrain."""
     t0 = time.perf_counter()
     policy = policy or Policy()
     opts = options or AuditOptions()
@@ -167,46 +574,60 @@ def certify(
         raise DataError(f"deletion requests for dataset {dataset.name!r}: D_f is empty, nothing to certify")
     if out_dir is not None:
         check_out(Path(out_dir), overwrite)
-    original, unlearned = _as_run(original, dataset), _as_run(unlearned, dataset)
-    retrained = _as_run(retrained, dataset) if retrained is not None else None
+    original, unlearned = _as_run(original, dataset, spec), _as_run(unlearned, dataset, spec)
+    retrained = _as_run(retrained, dataset, spec) if retrained is not None else None
+    bindings = check_models(dataset, spec, original, unlearned, retrained)
+    second = _as_run(second_retrained, dataset, spec) if second_retrained is not None else None
+    if second is not None:
+        check_second_retrain(dataset, spec, second, bindings)
+    cal = as_calibration(calibration)
+    if cal is not None:
+        cal.check_applies(dataset, spec, original.run.config, original.run.model.name, policy)
     nu, ni, bs = dataset.n_users, dataset.n_items, opts.batch_size
-    notes: list[str] = []
     runs = {"original": original, "unlearned": unlearned} | ({"retrained": retrained} if retrained else {})
-    blocks = {name: _model_block(mr, dataset, spec, opts) for name, mr in runs.items()}
+    if second is not None:
+        runs["second_retrained"] = second
+    audit = run_audit(dataset, spec, runs, opts, seeds, retrain_free=retrained is None)
+    notes: list[str] = list(audit.notes)
+    ref = "retrained" if retrained is not None else "retrain-free"
+    rows, power = assess(audit, ref, policy, cal, "unlearned", "second_retrained" if second else None)
 
-    # membership inference, interaction level: the same pools for every model
-    pop = np.bincount(spec.retain.items, minlength=ni).astype(np.float64)
-    pools = mia.interaction_pools(spec, opts.max_pairs, opts.seed)
-    audits: dict[str, dict[str, Any]] = {}
-    models = {name: mr.run.model for name, mr in runs.items()}
-    proxy_model = None
-    ent = fg.entity_mask(spec)
-    if retrained is None and ent.any():
-        proxy_model, n_reinit = fg.reinit_proxy(original.run.model, spec, opts.seed)
-        models["proxy"] = proxy_model
-        notes.append(
-            f"retrain-free proxy: the original model, graphs rebuilt from D_r, {n_reinit} ID-table "
-            "entries re-drawn"
-        )
-    for name, model in models.items():
-        feats = mia.interaction_features(model, pools, pop, nu, ni, bs)
-        audits[name] = mia.interaction_audit(feats, seeds, opts.n_boot)
-        if name in blocks:
-            _add_audit(blocks[name], audits[name], "mia")
+    # per-model blocks (the numbers MLflow and the tables read)
+    blocks: dict[str, dict[str, Any]] = {}
+    for name, mr in runs.items():
+        block: dict[str, Any] = {
+            "run": str(mr.folder) if mr.folder else None,
+            "backbone": mr.run.model.name,
+            "seed": training_seed(mr),
+            "train_fingerprint": pairs_fingerprint(mr.run.train, ni),
+            "n_train_pairs": len(mr.run.train),
+        }
+        block.update(fg.forget_efficacy(mr.run.model, spec, nu, ni, bs))
+        block.update(fg.retain_utility(mr.run.model, spec, nu, ni, bs))
+        lv = audit.levels[name]
+        for key, lk in (("mia_auc", "mia_auc"), ("user_mia_auc", "user_mia_auc"), ("diff_auc", "diff_auc")):
+            if _f(lv[lk][0]) is not None:
+                block[key] = _f(lv[lk][0])
+                block[f"{key}_ci95"] = stx.interval(lv[lk][1:])
+        ev = audit.evidence[name]
+        block["forget_rank_pct_mean"] = float(np.mean(ev.forget_pct)) if len(ev.forget_pct) else None
+        blocks[name] = block
 
-    # membership inference, user level (deleted users present)
+    # membership audits: per-seed AUCs and the first seed's ROC (the plots)
+    mia_audits: dict[str, dict[str, Any]] = {}
     user_audits: dict[str, dict[str, Any]] = {}
-    upools = mia.user_pools(spec, opts.max_users, opts.seed) if len(spec.users) else None
-    shadow_name = "retrained" if retrained is not None else "original"
-    if upools is not None:
-        shadow = mia.user_features(models[shadow_name], upools, nu, ni, True, bs)
-        for name, model in models.items():
-            target = shadow if name == shadow_name else mia.user_features(model, upools, nu, ni, False, bs)
-            user_audits[name] = mia.user_audit(shadow, target, seeds, opts.n_boot)
-            if name in blocks:
-                _add_audit(blocks[name], user_audits[name], "user_mia")
-    elif len(spec.users):
-        notes.append("user-level audit skipped: fewer than 4 retained users with held-out items")
+    sets = stx.mia_eval_sets(audit.design)
+    for name, ev in audit.evidence.items():
+        lv = audit.levels[name]
+        if ev.mia is not None:
+            mia_audits[name] = _roc_block(ev.mia, sets, lv["mia_auc"])
+        elif ev.mia_const is not None:
+            mia_audits[name] = {"auc": ev.mia_const, "ci95": [ev.mia_const, ev.mia_const], "constant": True}
+        if ev.user_mia is not None and audit.design.user is not None:
+            ud = audit.design.user
+            user_audits[name] = _roc_block(
+                ev.user_mia, [(ud.users(), ud.labels())] * len(ev.user_mia), lv["user_mia_auc"]
+            )
 
     # efficiency
     u_meta = unlearned.unlearn or {}
@@ -222,8 +643,12 @@ def certify(
         blocks[name]["params_changed"] = total  # trained from scratch
     blocks["unlearned"]["params_changed"] = u_meta.get("params_changed")
     blocks["unlearned"]["params_total"] = u_meta.get("params_total", blocks["unlearned"]["params_total"])
-    measured = _changed_params(original.run.model, unlearned.run.model)
+    update = update_label(original, unlearned, spec, ni)
+    measured = update["params_changed_measured"]
     blocks["unlearned"]["params_changed_measured"] = measured
+    blocks["unlearned"]["update"] = update["label"]
+    if update["rebuild_only"]:
+        notes.append(f"the candidate is labelled '{REBUILD_ONLY}': {update['why']}")
     if retrained is not None:
         blocks["retrained"]["seconds"] = _training_seconds(retrained)
         ref_sec, ref_src = blocks["retrained"]["seconds"], "retrained"
@@ -246,70 +671,108 @@ def certify(
         "params_changed_fraction": (p_changed / blocks["unlearned"]["params_total"])
         if p_changed is not None and blocks["unlearned"]["params_total"]
         else None,
+        "update": update["label"],
     }
-    for name in runs:
-        if blocks[name].get("seconds") is None:
+    for name in ("original", "unlearned", "retrained"):
+        if name in blocks and blocks[name].get("seconds") is None:
             notes.append(
                 f"{name}: no wall time recorded (run.json training.seconds / {UNLEARN_FILE} seconds)"
             )
 
     # closeness and the reference
     closeness: dict[str, dict[str, float]] = {}
+    lr = audit.levels[ref]
+    reference: dict[str, Any] = {
+        "kind": "retrain" if retrained is not None else "retrain-free",
+        "forget_hr@20": _f(lr["forget_hr"][0]),
+        "mia_auc": _f(lr["mia_auc"][0]),
+        "retain_recall@20": _f(lr["retain_recall"][0]),
+        "retain_ndcg@20": _f(lr["retain_ndcg"][0]),
+    }
+    for key, lk in (("user_mia_auc", "user_mia_auc"), ("diff_auc", "diff_auc")):
+        if _f(lr[lk][0]) is not None:
+            reference[key] = _f(lr[lk][0])
     if retrained is not None:
         for name in ("unlearned", "original"):
             closeness[name] = fg.closeness(
                 runs[name].run.model, retrained.run.model, spec.affected_users, spec.retain, nu, ni, fg.K, bs
             )
             blocks[name]["closeness_to_retrain"] = closeness[name]
-        reference = {"kind": "retrain"} | {
-            k: blocks["retrained"].get(k)
-            for k in ("forget_hr@20", "mia_auc", "user_mia_auc", "retain_recall@20", "retain_ndcg@20")
-            if k in blocks["retrained"]
-        }
     else:
-        target = fg.retrain_free_forget_target(
-            original.run.model, original.run.train, spec, nu, ni, proxy_model, bs
+        ent = fg.entity_mask(spec)
+        reference["mia_reference"] = (
+            "AUC of the re-initialised proxy (deleted users / items present)"
+            if ent.any()
+            else "0.5: deleted and held-out pairs are exchangeable when never seen"
         )
-        reference = {
-            "kind": "retrain-free",
-            "forget_hr@20": target["forget_hr@20"],
-            "forget_target": target,
-            "retain_recall@20": blocks["original"]["retain_recall@20"],
-            "retain_ndcg@20": blocks["original"]["retain_ndcg@20"],
-        }
-        if ent.any():
-            reference["mia_auc"] = audits["proxy"]["auc"]
-            reference["mia_reference"] = "AUC of the re-initialised proxy (deleted users / items present)"
-        else:
-            reference["mia_auc"] = 0.5
-            reference["mia_reference"] = "0.5: deleted and held-out pairs are exchangeable when never seen"
-        if "proxy" in user_audits:
-            reference["user_mia_auc"] = user_audits["proxy"]["auc"]
 
-    # policy
-    ref_name = "Retrain" if retrained is not None else "the retrain-free target"
-    checks = [
-        c.__dict__
-        for c in run_checks(policy, blocks["unlearned"], reference, ref_name, efficiency, retrained is None)
-    ]
-    fp_d, fp_r = pairs_fingerprint(dataset.train, ni), pairs_fingerprint(spec.retain, ni)
-    for name, mr, fp, what in (
-        ("original", original, fp_d, "the dataset's train split D"),
-        ("unlearned", unlearned, fp_r, "the retain set D_r = D \\ D_f of these requests"),
-        ("retrained", retrained, fp_r, "the retain set D_r = D \\ D_f of these requests"),
-    ):
-        bad = _consistency(name, mr, fp, what, ni) if mr is not None else None
+    # checks and the verdict
+    checks: list[dict[str, Any]] = [
+        {"name": r["name"], "passed": bool(r["passed"]), "value": r["candidate"], "bound": r["bound_text"],
+         "message": r["message"]}
+        for r in rows if r["checked"]
+    ]  # fmt: skip
+    if retrained is None and not policy.allow_retrain_free:
+        checks.append(_check("retrain_required", False, None, "a retrained model",
+                             "policy requires a retrain comparison: FAILED"))  # fmt: skip
+    if policy.max_time_ratio is not None:
+        ratio = efficiency.get("time_ratio")
+        ok = ratio is not None and ratio <= policy.max_time_ratio
+        checks.append(_check("time_ratio", ok, ratio, f"≤ {policy.max_time_ratio:g}",
+                             f"unlearning seconds / retrain seconds: {'ok' if ok else 'FAILED'} "
+                             f"({'n/a' if ratio is None else f'{ratio:.4f}'} vs ≤ {policy.max_time_ratio:g})"))  # fmt: skip
+    fp_r = pairs_fingerprint(spec.retain, ni)
+    for name, mr in (("unlearned", unlearned), ("retrained", retrained)):
+        what = "the retain set D_r = D \\ D_f of these requests"
+        bad = _consistency(name, mr, fp_r, what, ni) if mr is not None else None
         if bad:
             checks.append(bad)
-    reasons = [c["message"] for c in checks if not c["passed"]]
+    failed = [c["message"] for c in checks if not c["passed"]]
+    pre_deletion = pairs_fingerprint(original.run.train, ni) != fp_r
+    ref_label = "Retrain" if retrained is not None else "the retrain-free reference"
+    verdict, reasons, inconclusive = decide(
+        rows, power, failed, len(spec.forget), policy, cal is not None, pre_deletion, ref_label
+    )
+    if cal is not None and not pre_deletion:
+        notes.append(
+            "the original given was trained without D_f (a confirmation run): the audit's power is judged on "
+            "the calibration's original"
+        )
+    if cal is None and pre_deletion and power["original_within_tolerance"]:
+        notes.append(
+            "the original model is itself within the fixed revision-1 tolerances on every checked forgetting "
+            "statistic: without a calibration this certificate cannot tell it from the reference"
+        )
+    if cal is None:
+        notes.append(
+            "tolerances: fixed revision-1 policy (no calibration); give --calibration DIR for revision 2"
+        )
+    cal_summary = None
+    if cal is not None:
+        cal_summary = cal.summary() | {
+            "same_forget_set": cal.document["forget_set"]["forget_commitment"] == spec.forget_commitment(ni),
+            "level": power["level"],
+        }
+        if retrained is None and cal_summary["same_forget_set"]:
+            notes.append(
+                "the calibration was measured on this very forget set: its retrains are this forget set's, so "
+                "this retrain-free verdict had retrain evidence behind its tolerances"
+            )
     summary = spec.summary(ni)
-    summary["n_noops"] = len(summary.pop("noops"))  # no-op messages name pairs: counts only
-    cert: dict[str, Any] = {
-        "format": "tru-certificate/1",
-        "passed": not reasons,
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "passed": verdict == "passed",
+        "verdict": verdict,
+        "candidate": "unlearned",
+        "models": bindings,
         "reasons": reasons,
         "evidence": EVIDENCE_RETRAIN if retrained is not None else EVIDENCE_FREE,
         "regime": spec.regime,
+        "tolerances": TOL_CALIBRATED if cal is not None else TOL_FIXED,
+        "statistics": rows,
+        "inconclusive": inconclusive,
+        "calibration": cal_summary,
+        "update": update,
         "checks": checks,
         "policy": policy.to_dict(),
         "requests": summary,
@@ -317,33 +780,178 @@ def certify(
         "original": blocks["original"],
         "unlearned": blocks["unlearned"],
         "retrained": blocks.get("retrained"),
+        "second_retrained": blocks.get("second_retrained"),
         "reference": reference,
         "closeness": closeness,
         "efficiency": efficiency,
-        "mia": audits,
+        "mia": mia_audits,
         "user_mia": user_audits,
         "audit": {
             "seeds": seeds,
             "pair_features": list(mia.PAIR_FEATURES),
             "user_features": list(mia.USER_FEATURES),
+            "diff_features": list(stx.DIFF_FEATURES),
             "attack": "logistic regression on standardised features (scikit-learn)",
-            "pools": pools.counts(),
-            "user_pools": upools.counts() if upools is not None else None,
-            "user_shadow_model": shadow_name if upools is not None else None,
+            "user_non_members": "never-seen users: retained users made never-seen in a copy of each model",
+            "intervals": f"user-clustered Poisson bootstrap, {opts.n_boot} rows",
+            "pools": audit.design.counts(),
         },
         "notes": notes,
         "code_version": git_commit(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    cert["certify_seconds"] = round(time.perf_counter() - t0, 3)
-    cert = clean_json(cert)
+    doc["certify_seconds"] = round(time.perf_counter() - t0, 3)
+    doc = clean_json(doc)
+    images = build_images(doc, unlearned.unlearn, unlearned.folder, doc["notes"]) if out_dir else {}
+    doc = sign(clean_json(doc))  # last: the plots may add notes
     if out_dir is not None:
-        images = build_images(cert, unlearned.unlearn, unlearned.folder, cert["notes"])
-        files = {name: png for name, png in images.items()}
-        files[REPORT_FILE] = render_html(cert, images).encode()
-        files[CERT_FILE] = (json.dumps(cert, indent=2, allow_nan=False) + "\n").encode()
+        files = dict(images)
+        files[REPORT_FILE] = render_html(doc, images).encode()
+        files[CERT_FILE] = (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
         write_outputs(Path(out_dir), files, overwrite)
-    return cert
+    return Certificate.from_dict(doc)
+
+
+def _check(name: str, ok: bool, value: float | None, bound: str, message: str) -> dict[str, Any]:
+    return {"name": name, "passed": bool(ok), "value": value, "bound": bound, "message": message}
+
+
+def _roc_block(scores: list[np.ndarray], sets: Sequence[tuple[np.ndarray, np.ndarray]],
+               lv: np.ndarray) -> dict[str, Any]:  # fmt: skip
+    """AUC (user-weighted point estimate), its user-clustered interval, per-seed AUCs and seed 0's ROC."""
+    ones = [stx.weighted_auc(s, lab, np.ones((1, len(s))))[0] for s, (_, lab) in zip(scores, sets)]
+    fpr, tpr, _ = roc_curve(sets[0][1], scores[0])
+    return {
+        "auc": _f(lv[0]),
+        "ci95": stx.interval(lv[1:]),
+        "auc_seeds": [float(a) for a in ones],
+        "roc": {"fpr": mia.ROC_GRID.tolist(), "tpr": np.interp(mia.ROC_GRID, fpr, tpr).tolist()},
+        "n_eval_members": int(sets[0][1].sum()),
+        "n_eval_nonmembers": int((~sets[0][1]).sum()),
+    }
+
+
+def verdict_agreement(
+    dataset: RecDataset,
+    spec: ForgetSpec,
+    original: ModelRun | Path | str,
+    candidate: ModelRun | Path | str,
+    retrained: ModelRun | Path | str,
+    calibration: Calibration | Path | str,
+    policy: Policy | None = None,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    options: AuditOptions | None = None,
+) -> dict[str, Any]:
+    """The retrain verdict and the retrain-free verdict of one candidate from one audit (the same
+    statistics; references: ``retrained`` vs tru-method.md §7's retrain-free reference; tolerances from
+    ``calibration``'s retrain and retrain-free nulls), for the benchmark's agreement rate (issue 9, goal
+    4). Nothing is written or signed. Returns ``{"retrain": {...}, "retrain_free": {...}, "agree": bool,
+    "same_forget_set": bool}``; each side holds verdict, reasons and per-statistic value / bounds / pass.
+    For an honest retrain-free measurement the calibration should come from another forget set of the
+    same size and regime (``same_forget_set`` false)."""
+    policy = policy or Policy()
+    opts = options or AuditOptions()
+    original, candidate = _as_run(original, dataset, spec), _as_run(candidate, dataset, spec)
+    retrained = _as_run(retrained, dataset, spec)
+    check_models(dataset, spec, original, candidate, retrained)
+    cal = as_calibration(calibration)
+    assert cal is not None
+    cal.check_applies(dataset, spec, original.run.config, original.run.model.name, policy)
+    runs = {"original": original, "unlearned": candidate, "retrained": retrained}
+    audit = run_audit(dataset, spec, runs, opts, [int(s) for s in seeds], retrain_free=True)
+    pre = pairs_fingerprint(original.run.train, dataset.n_items) != pairs_fingerprint(
+        spec.retain, dataset.n_items
+    )
+    out: dict[str, Any] = {}
+    for key, ref in (("retrain", "retrained"), ("retrain_free", "retrain-free")):
+        rows, power = assess(audit, ref, policy, cal)
+        failed = [r["message"] for r in rows if r["checked"] and not r["passed"]]
+        label = "Retrain" if ref == "retrained" else "the retrain-free reference"
+        verdict, reasons, _ = decide(rows, power, failed, len(spec.forget), policy, True, pre, label)
+        out[key] = {
+            "verdict": verdict,
+            "reasons": reasons,
+            "statistics": {
+                r["name"]: {k: r[k] for k in ("candidate", "original", "bounds", "passed")} for r in rows
+            },  # fmt: skip
+            "power": power,
+        }
+    out["agree"] = out["retrain"]["verdict"] == out["retrain_free"]["verdict"]
+    out["same_forget_set"] = cal.document["forget_set"]["forget_commitment"] == spec.forget_commitment(
+        dataset.n_items
+    )
+    return clean_json(out)
+
+
+EVIDENCE_RETRAIN_SELF = "retrain (a model retrained on D_r from scratch: the reference itself)"
+EVIDENCE_FALLBACK = "retrain (compliance fallback: the certification's retrain replaces a failed unlearning)"
+EVIDENCE_NOTHING = "nothing new to forget (the start model passes through)"
+
+
+def self_certificate(
+    dataset: RecDataset, spec: ForgetSpec, model: ModelRun, *, candidate: str, evidence: str
+) -> Certificate:
+    """A signed certificate (typed; reads as its document) that needs no audit, for one of two models:
+
+    * ``candidate="retrained"``: a model trained from scratch on exactly D_r is what every comparison
+      compares with, so it forgets these requests by construction (the compliance fallback, a run forced
+      to retrain by the deadline, a retrain-every-time pipeline). Refused unless its lineage is a
+      from-scratch training and its train fingerprint is D_r's.
+    * ``candidate="unlearned"`` with :data:`EVIDENCE_NOTHING`: the start model passed through because
+      the run adds no request; it must already have forgotten exactly the requests of ``spec``."""
+    ni = dataset.n_items
+    bind = binding_of(model, ni)
+    if candidate == "retrained":
+        scratch = bind.lineage_kind in ("retrain", "train")
+        if not scratch or bind.train_fingerprint != pairs_fingerprint(spec.retain, ni):
+            raise CertifyError(
+                f"{model.folder}: not a from-scratch retrain on D_r of these requests; it cannot be "
+                "certified as the reference"
+            )
+    elif bind.forgotten_commitment != spec.forgotten().commitment:
+        raise CertifyError(
+            f"{model.folder}: has not forgotten exactly these requests; nothing to pass through"
+        )
+    cert = {
+        "format": FORMAT,
+        "passed": True,
+        "verdict": "passed",
+        "candidate": candidate,
+        "models": {candidate: bind.to_dict()},
+        "reasons": [],
+        "evidence": evidence,
+        "regime": spec.regime,
+        "tolerances": "by construction (no audit)",
+        "statistics": [],
+        "checks": [],
+        "requests": spec.summary(ni),
+        "dataset": {"name": dataset.name, "n_users": dataset.n_users, "n_items": ni},
+        "notes": [evidence],
+        "code_version": git_commit(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return Certificate.from_dict(sign(clean_json(cert)))
+
+
+def write_self_certificate(
+    out_dir: Path | str, cert: Certificate | dict[str, Any], overwrite: bool = False
+) -> Path:
+    """Write a :func:`self_certificate` as ``certificate.json`` + a one-page ``report.html``."""
+    import html
+
+    cert = cert.document if isinstance(cert, Certificate) else cert
+
+    n = (cert.get("requests") or {}).get("n_requests", 0)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>tru certificate</title></head><body>"
+        f"<h1>Certificate: {html.escape(cert['verdict'])}</h1><p>{html.escape(cert['evidence'])}</p>"
+        f"<p>{n} request(s); regime {html.escape(str(cert.get('regime')))}.</p></body></html>\n"
+    )
+    files = {
+        CERT_FILE: (json.dumps(cert, indent=2, allow_nan=False) + "\n").encode(),
+        REPORT_FILE: page.encode(),
+    }
+    return write_outputs(Path(out_dir), files, overwrite)
 
 
 def run_certification(
@@ -359,9 +967,12 @@ def run_certification(
     overwrite: bool = False,
     validate: bool = True,
     options: AuditOptions | None = None,
-) -> dict[str, Any]:
-    """What ``tru certify`` runs: load the dataset, the requests (resolved into a ForgetSpec), the policy
-    and the runs; certify; write ``out_dir``. Every input is checked before anything is written."""
+    calibration: Path | str | Calibration | None = None,
+    second_retrained_dir: Path | str | None = None,
+) -> Certificate:
+    """What ``tru certify`` runs: load the dataset, the requests (resolved into a ForgetSpec), the policy,
+    the calibration (``calibration``: the folder ``tru calibrate`` wrote) and the runs; certify; write
+    ``out_dir``. Every input is checked before anything is written."""
     from tru.data.dataset import load_dataset
     from tru.forget.requests import read_requests, resolve_requests
     from tru.utils import resolve_device
@@ -371,9 +982,18 @@ def run_certification(
 
     check_out(Path(out_dir), overwrite)
     policy = load_policy(policy_path)
+    cal = as_calibration(calibration)
     dataset = load_dataset(Path(data_dir), validate=validate)
     spec = resolve_requests(dataset, read_requests(requests_csv))
-    original = open_run(original_dir, dataset, device)
-    unlearned = open_run(unlearned_dir, dataset, device)
-    retrained = open_run(retrained_dir, dataset, device) if retrained_dir is not None else None
-    return certify(dataset, spec, original, unlearned, retrained, policy, seeds, out_dir, options, overwrite)
+    original = open_run(original_dir, dataset, device, spec.requests)
+    unlearned = open_run(unlearned_dir, dataset, device, spec.requests)
+    retrained = open_run(retrained_dir, dataset, device, spec.requests) if retrained_dir is not None else None
+    second = (
+        open_run(second_retrained_dir, dataset, device, spec.requests)
+        if second_retrained_dir is not None
+        else None
+    )
+    return certify(
+        dataset, spec, original, unlearned, retrained, policy, seeds, out_dir, options, overwrite,
+        calibration=cal, second_retrained=second,
+    )  # fmt: skip

@@ -158,28 +158,35 @@ def entity_mask(spec: ForgetSpec) -> np.ndarray:
 
 
 def reinit_proxy(model: Recommender, spec: ForgetSpec, seed: int = 0) -> tuple[Recommender, int]:
-    """A copy of ``model`` that never saw the deleted users / items as far as its ID tables go: graphs
-    rebuilt from D_r, and the rows of the ID-branch tables (``layer_units()`` with branch ``id``, kind
-    ``table``) of the deleted users (axis ``user``) and target items (axis ``item``) re-drawn from the
-    backbones' initial distribution, Xavier-uniform U(−b, b), b = √(6 / (n_rows + d)). Returns the copy and
-    the number of re-drawn parameters."""
+    """A copy of ``model`` that never saw the deleted users / items as far as its own rows go: graphs
+    rebuilt from D_r; the rows of users without a retained interaction set to what retraining with
+    ``seed`` leaves them (:meth:`~tru.models.base.Recommender.untrained_row_values`, the exact part of
+    tru-method.md §7a; a table the backbone gives no value for is re-drawn); the ID-table rows of the
+    target items (axis ``item``; retraining trains them as negatives) re-drawn from the backbones'
+    initial distribution, Xavier-uniform U(−b, b), b = √(6 / (n_rows + d)). Returns the copy and the
+    number of parameters set."""
     proxy = copy.deepcopy(model)
     proxy.rebuild(spec.retain)
     params = dict(proxy.named_parameters())
     gen = torch.Generator().manual_seed(int(seed))
+    users = proxy.untrained_users(spec.retain)
+    exact = proxy.untrained_row_values(users, int(seed)) if len(users) else {}
     changed = 0
     for unit in proxy.layer_units():
         if unit.branch != ID_BRANCH or unit.kind != "table" or unit.axis not in ("user", "item"):
             continue
-        rows = spec.users if unit.axis == "user" else spec.items
+        rows = users if unit.axis == "user" else spec.items
         if len(rows) == 0:
             continue
         for name in unit.params:
             p = params[name]
             if p.dim() != 2:
                 continue
-            bound = math.sqrt(6.0 / (p.shape[0] + p.shape[1]))
-            fresh = (torch.rand((len(rows), p.shape[1]), generator=gen) * 2 - 1) * bound
+            if name in exact:
+                fresh = exact[name]
+            else:
+                bound = math.sqrt(6.0 / (p.shape[0] + p.shape[1]))
+                fresh = (torch.rand((len(rows), p.shape[1]), generator=gen) * 2 - 1) * bound
             with torch.no_grad():
                 p[torch.as_tensor(rows, device=p.device)] = fresh.to(p.device, p.dtype)
             changed += fresh.numel()
@@ -197,8 +204,9 @@ def retrain_free_forget_target(
 ) -> dict[str, float]:
     """The per-pair HR@20 that the deleted pairs would get if never seen (tru-method.md §7):
 
-    * interaction pairs: the original model's per-pair HR@20 on the same users' valid pairs (history:
-      the original's train set; each valid pair ranked alone);
+    * interaction pairs: the original model's per-pair HR@20 on the same users' test pairs (history:
+      the original's train set; each test pair ranked alone). Test, not valid: the trainer keeps the
+      best-on-valid state, which ranks valid pairs higher than pairs it never selected on;
     * pairs of deleted users / target items: the proxy's (:func:`reinit_proxy`) per-pair HR@20 on them
       (history D_r; u's other deleted items masked).
 
@@ -208,10 +216,10 @@ def retrain_free_forget_target(
     parts: list[tuple[float, int]] = []
     if (~ent).any():
         users = np.unique(spec.forget.users[~ent])
-        valid = spec.valid.subset(np.isin(spec.valid.users, users))
-        hits = per_pair_hits(original, valid, original_train, n_users, n_items, K, batch_size)
-        out["valid_pairs_hr@20"] = float(hits.mean()) if len(hits) else math.nan
-        out["n_valid_pairs"] = len(valid)
+        test = spec.test.subset(np.isin(spec.test.users, users))
+        hits = per_pair_hits(original, test, original_train, n_users, n_items, K, batch_size)
+        out["test_pairs_hr@20"] = float(hits.mean()) if len(hits) else math.nan
+        out["n_test_pairs"] = len(test)
         if len(hits):
             parts.append((float(hits.mean()), int((~ent).sum())))
     if ent.any() and proxy is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,19 +32,31 @@ def clean_json(obj: Any) -> Any:
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an output path that is a file, or a non-empty folder unless ``overwrite``."""
+    """Refuse an output path that is a file, that :func:`tru.outputs.check_output_dir` refuses
+    (the working directory or a parent, an input folder of the running command, ...), or a non-empty
+    folder unless ``overwrite`` and tru wrote it (its ``.tru-output`` marker)."""
+    from tru.outputs import OutputError, check_output_dir, current_invocation
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CertifyError(f"{out}: exists and is not a folder; give a new folder for the certificate")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise CertifyError(f"{out}: exists and is not empty (pass overwrite / --overwrite to replace it)")
+    inv = current_invocation()
+    try:
+        check_output_dir(out, inv.inputs, overwrite, inv.command)
+    except OutputError as exc:
+        raise CertifyError(str(exc)) from None
 
 
 def write_outputs(out: Path, files: dict[str, bytes], overwrite: bool = False) -> Path:
     """Write ``files`` (name → bytes) into a temporary folder next to ``out``, then rename it to ``out``.
     A failure leaves no partial ``out``, no temporary folder, and an overwritten ``out`` restored."""
-    out = Path(out)
+    from tru.outputs import MARKER, current_invocation, marker_bytes
+
+    given = out = Path(out)
     check_out(out, overwrite)
+    command = current_invocation().command
+    files = {**files, MARKER: marker_bytes("tru certify" if command == "tru" else command)}
+    out = Path(os.path.realpath(out.expanduser()))  # a symlinked out: replace the folder it names
     parent_made = not out.parent.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -64,4 +77,4 @@ def write_outputs(out: Path, files: dict[str, bytes], overwrite: bool = False) -
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    return out
+    return given

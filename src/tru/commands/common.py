@@ -1,18 +1,53 @@
-"""Helpers shared by the sub-commands: config layering from flags, atomic output folders."""
+"""Helpers shared by the sub-commands: config layering from flags, and safe atomic output folders
+(:func:`atomic_dir`), which follow the output rules of :mod:`tru.outputs`."""
 
 from __future__ import annotations
 
 import argparse
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tru.outputs import (  # noqa: F401  (re-exported: the commands' names for the output rules)
+    INPUT_DIR_FLAGS,
+    INPUT_FILE_FLAGS,
+    MARKER,
+    Invocation,
+    OutputError,
+    check_output_dir,
+    check_output_location,
+    current_invocation,
+    invoked,
+    marker_bytes,
+    tru_wrote,
+)
+
 
 class CLIError(Exception):
     """A user-facing error: printed as ``error: <message>``, exit code 2."""
+
+
+def invocation_from_args(args: argparse.Namespace) -> Invocation:
+    """The command label and the input paths of parsed CLI ``args``."""
+    words = [str(getattr(args, "command", "") or "")]
+    for dest in ("data_command", "requests_command", "pipeline_command", "registry_command"):
+        if getattr(args, dest, None):
+            words.append(str(getattr(args, dest)))
+            break
+    inputs: list[tuple[str, Path, bool]] = []
+    for flags, is_dir in ((INPUT_DIR_FLAGS, True), (INPUT_FILE_FLAGS, False)):
+        for flag in flags:
+            value = getattr(args, flag, None)
+            values = value if isinstance(value, list | tuple) else [value]
+            inputs += [
+                (f"--{flag}", Path(v), is_dir or Path(v).is_dir())
+                for v in values
+                if isinstance(v, str | Path) and v
+            ]
+    return Invocation(" ".join(["tru", *[w for w in words if w]]), tuple(inputs))
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -42,22 +77,43 @@ def config_files(args: argparse.Namespace) -> list[Path]:
 
 
 @contextmanager
-def atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``out``, on failure it is removed, so
-    ``out`` is never half-written and an existing ``out`` survives a failed run."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CLIError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+def atomic_dir(
+    out: Path,
+    overwrite: bool,
+    inputs: Sequence[tuple[str, Path | str, bool]] | None = None,
+    command: str | None = None,
+) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it (with tru's ``.tru-output`` marker) replaces
+    ``out``, on failure it is removed, so ``out`` is never half-written and an existing ``out`` survives
+    a failed run. ``out`` is checked first (:func:`check_output_dir`); ``inputs`` and ``command`` default
+    to those of the running CLI command."""
+    inv = current_invocation()
+    inputs = inv.inputs if inputs is None else tuple(inputs)
+    command = inv.command if command is None else command
+    real = check_output_dir(out, inputs, overwrite, command)
+    real.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.", dir=real.parent))
+    old: Path | None = None
     try:
         yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        (tmp / MARKER).write_bytes(marker_bytes(command))
+        check_output_dir(real, inputs, overwrite, command)  # again: the folder may have changed meanwhile
+        if real.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{real.name}.old-", dir=real.parent))
+            old.rmdir()
+            real.rename(old)
+        try:
+            tmp.rename(real)
+        except BaseException:
+            if old is not None:
+                old.rename(real)
+                old = None
+            raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def print_metrics(metrics: dict[str, dict[str, float]], where: Path | None = None) -> None:

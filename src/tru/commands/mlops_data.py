@@ -1,29 +1,25 @@
-"""``tru requests add`` and ``tru trigger``: deletion requests as DVC commits, and the pipeline run for the
-requests a commit added (see :mod:`tru.mlops.versioning`).
+"""``tru requests add | status`` and ``tru trigger``: deletion requests as DVC commits, where each one
+stands, and the pipeline run for every pending one (see :mod:`tru.lifecycle`).
 
     tru requests add (--user U | --item I | --pair U I) --reason TEXT [--id ID] [--repo DIR] [--data DIR]
                      [--no-push] [--commit]
-    tru trigger --from REV --to REV [--repo DIR] [--mode local|cluster] [--host URL] [--dataset NAME]
-                [--backbone B] [--method M] [--epochs N] [--model RUN] [--policy YAML] [--force]
-
-:func:`run_steps` is the local runner used when the KFP pipeline package is not importable: the library
-steps (train, unlearn, certify) through :func:`tru.cli.main` on the data materialised at the revision.
+    tru requests status --backbone B [--repo DIR] [--rev REV] [--deadline-days D] [--json]
+    tru trigger [--rev REV] [--repo DIR] [--runner kfp|steps] [--mode local|cluster] [--host URL] ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tru.commands.common import CLIError
-from tru.forget.requests import DeletionRequest
+from tru.commands.pipeline import add_param_flags, params_from
 
 
 def cmd_requests_add(args: argparse.Namespace) -> int:
+    from tru.forget.requests import HEADER
     from tru.mlops.versioning import DVC_FILE, REQUESTS_PATH, requests_add
 
     req = requests_add(
@@ -37,20 +33,7 @@ def cmd_requests_add(args: argparse.Namespace) -> int:
         dataset_dir=args.data,
         commit=args.commit,
     )
-    print(
-        json.dumps(
-            {
-                "request": dict(
-                    zip(
-                        ("request_id", "kind", "user_id", "item_id", "requested_at", "reason"),
-                        req.row(),
-                        strict=True,
-                    )
-                ),
-                "manifest": REQUESTS_PATH,
-            }
-        )
-    )
+    print(json.dumps({"request": dict(zip(HEADER, req.row(), strict=True)), "manifest": REQUESTS_PATH}))
     if not args.commit:
         print(
             f"recorded with DVC; to commit it: git add {DVC_FILE} && git commit -m 'deletion request "
@@ -59,49 +42,99 @@ def cmd_requests_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_trigger(args: argparse.Namespace) -> int:
-    from tru.mlops.trigger import trigger
+def cmd_requests_status(args: argparse.Namespace) -> int:
+    from tru.forget.erased import read_erased
+    from tru.forget.requests import read_requests
+    from tru.lifecycle import request_statuses
+    from tru.mlops import registry, tracking, versioning
 
-    opts = {
-        k: getattr(args, k)
-        for k in (
-            "host",
-            "dataset",
-            "backbone",
-            "method",
-            "epochs",
-            "model",
-            "policy",
-            "work_dir",
-            "tracking_uri",
-            "max_steps",
-        )
-    }
-    try:
-        entry = trigger(
-            Path(args.repo),
-            args.rev_from,
-            args.rev_to,
-            mode=args.mode,
-            runner_kind=args.runner,
-            force=args.force,
-            **{k: v for k, v in opts.items() if v is not None},
-        )
-    except Exception as exc:  # the pipeline's own errors (kfp runner) are user-facing: a message, exit 2
-        runner = sys.modules.get("pipelines.runner")
-        if runner is not None and isinstance(exc, runner.PipelineError):
-            raise CLIError(str(exc)) from exc
-        raise
-    print(json.dumps(entry, indent=2))
+    repo = versioning.check_repo(args.repo)
+    if args.rev:
+        sha = versioning.resolve_rev(repo, args.rev)
+        manifest = versioning.read_requests_at(repo, sha)
+        dataset = args.dataset or versioning.only_dataset_at(repo, sha)
+    else:  # the working tree, committed or not
+        path = repo / versioning.REQUESTS_PATH
+        manifest = read_requests(path) if path.is_file() else []
+        names = sorted(p.name for p in (repo / "data").iterdir() if p.is_dir() and p.name != "deletions")
+        if not args.dataset and len(names) != 1:
+            raise CLIError(
+                f"{repo}/data: {len(names)} datasets ({', '.join(names)}); name one with --dataset"
+            )
+        dataset = args.dataset or names[0]
+    erased_path = repo / "data" / "deletions" / "erased.csv"
+    erased = read_erased(erased_path) if erased_path.is_file() else []
+    tracking.configure(args.tracking_uri)
+    name = tracking.model_name(dataset, args.backbone)
+    rows = request_statuses(
+        manifest, registry.version_records(name), erased, deadline_days=args.deadline_days
+    )
+    if args.json:
+        print(json.dumps({"model_name": name, "requests": [r.to_dict() for r in rows]}, indent=2))
+        return 0
+    print(f"{name}: {len(rows)} request(s)")
+    print(f"{'request_id':<28} {'kind':<12} {'state':<10} {'version':>7}  evidence / due")
+    for r in rows:
+        detail = r.evidence if r.state in ("forgotten", "erased") else f"due {r.due}"
+        if r.erased_at:
+            detail += f"; erased {r.erased_at}"
+        if r.confirmed == "true":
+            detail += "; confirmed by retrain"
+        print(f"{r.request_id:<28} {r.kind:<12} {r.state:<10} {r.version or '-':>7}  {detail}")
+    counts = {s: sum(r.state == s for r in rows) for s in ("pending", "overdue", "forgotten", "erased")}
+    print("  ".join(f"{k}: {v}" for k, v in counts.items()))
     return 0
 
 
-def add_requests_add_parser(rsub: argparse._SubParsersAction) -> None:
-    """``tru requests add`` under the existing ``tru requests`` group (its sub-parsers action)."""
+def runner_for(kind: str, mode: str) -> Any:
+    """The runner ``tru trigger`` hands the pending requests to: ``kfp`` (the Kubeflow pipeline:
+    ``kfp.local`` here, a submitted run in cluster mode) or ``steps`` (the same six steps in process)."""
+    if kind == "steps":
+        if mode != "local":
+            raise CLIError("the steps runner is local only; cluster mode submits the Kubeflow pipeline")
+        from tru.steps.chain import run_for_trigger
+
+        return run_for_trigger
+    from tru.kfp.runner import run_for_trigger
+
+    return run_for_trigger
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from tru.kfp.runner import PipelineError
+    from tru.mlops.registry import PromotionConflict
+    from tru.mlops.trigger import TriggerFailed, trigger
+
+    opts: dict[str, Any] = params_from(args)
+    for key in ("host", "work_dir", "repo_url", "namespace"):
+        if getattr(args, key, None):
+            opts[key] = getattr(args, key)
+    if args.wait:
+        opts["wait"] = True
+    backbone = opts.pop("backbone", None) or "mgcn"
+    dataset = opts.pop("dataset", None)
+    tracking_uri = opts.pop("tracking_uri", None)
+    confirm = bool(opts.pop("confirm", False))
+    try:
+        entry = trigger(
+            Path(args.repo_dir), args.rev, runner=runner_for(args.runner, args.mode), backbone=backbone,
+            dataset=dataset, mode=args.mode, tracking_uri=tracking_uri, confirm=confirm, **opts,
+        )  # fmt: skip
+    except TriggerFailed as exc:
+        print(json.dumps(exc.entry, indent=2, default=str))
+        raise CLIError(str(exc)) from exc
+    except (PipelineError, PromotionConflict) as exc:
+        raise CLIError(f"{exc} (the requests stay pending; the next trigger retries them)") from exc
+    print(json.dumps(entry, indent=2, default=str))
+    return 0
+
+
+def add_requests_parsers(rsub: argparse._SubParsersAction) -> None:
+    """``tru requests add`` and ``tru requests status`` under the ``tru requests`` group."""
     add = rsub.add_parser(
         "add",
-        help="append a deletion request to data/deletions/requests.csv and record "
-        "it with DVC (dvc add, dvc push), ready to commit",
+        help="append a deletion request to data/deletions/requests.csv and record it with DVC "
+        "(dvc add, dvc push), ready to commit",
     )
     who = add.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, metavar="U", help="forget every interaction of user U")
@@ -115,98 +148,41 @@ def add_requests_add_parser(rsub: argparse._SubParsersAction) -> None:
     add.add_argument("--commit", action="store_true", help="also `git commit` data.dvc")
     add.set_defaults(func=cmd_requests_add)
 
+    st = rsub.add_parser(
+        "status", help="each request with its state (pending / overdue / forgotten by version N / erased)"
+    )
+    st.add_argument("--repo", default=".", help="git + DVC repository (default: .)")
+    st.add_argument("--rev", help="a committed revision (default: the working tree)")
+    st.add_argument("--dataset", help="dataset folder name under data/ (default: the only one)")
+    st.add_argument("--backbone", default="mgcn", help="the registered model is tru-<dataset>-<backbone>")
+    st.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
+    st.add_argument("--deadline-days", type=float, default=30.0, help="days from requested_at (default 30)")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(func=cmd_requests_status)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser(
         "trigger",
-        help="run (local) or submit (cluster) the unlearning pipeline for the "
-        "deletion requests added between two revisions; once per revision",
+        help="run (local) or submit (cluster) the unlearning pipeline for every request pending at a "
+        "revision (pending = manifest − what the champion forgot)",
     )
-    tr.add_argument("--from", dest="rev_from", required=True, metavar="REV", help="e.g. HEAD~1")
-    tr.add_argument("--to", dest="rev_to", required=True, metavar="REV", help="e.g. HEAD")
-    tr.add_argument("--repo", default=".", help="git + DVC repository (default: .)")
+    tr.add_argument("--rev", "--to", dest="rev", default="HEAD", help="data revision (default HEAD)")
+    tr.add_argument(
+        "--repo-dir", "--repo", dest="repo_dir", default=".", help="git + DVC checkout (default: .)"
+    )
     tr.add_argument("--mode", default="local", choices=("local", "cluster"))
     tr.add_argument("--host", help="KFP endpoint (cluster mode)")
-    tr.add_argument("--dataset", help="dataset folder name under data/ (default: the only one)")
-    tr.add_argument("--backbone", help="backbone to train when no model is given (default: mgcn)")
-    tr.add_argument("--method", help="unlearning method (default: tru)")
-    tr.add_argument("--epochs", type=int, help="training epochs when a model is trained")
-    tr.add_argument("--model", help="run folder of the current model (skips training)")
-    tr.add_argument("--policy", help="certification policy YAML")
-    tr.add_argument("--work-dir", dest="work_dir", help="folder for the run's outputs")
+    tr.add_argument("--namespace", help="Kubeflow profile namespace (cluster mode)")
+    tr.add_argument("--repo-url", dest="repo_url", help="the repository URL the pods clone (default: origin)")
+    tr.add_argument("--wait", action="store_true", help="cluster mode: follow the run to its end")
+    tr.add_argument("--work-dir", dest="work_dir", help="folder for the run's outputs (local)")
     tr.add_argument(
         "--runner",
         default="kfp",
         choices=("kfp", "steps"),
         help="kfp: the Kubeflow pipeline (kfp.local here, a run on --host in cluster mode); steps: the same "
-        "steps in process through the library (local only; takes --model)",
+        "six steps in process (local only)",
     )
-    tr.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (kfp runner)")
-    tr.add_argument("--max-steps", dest="max_steps", type=int, help="unlearning step budget (kfp runner)")
-    tr.add_argument("--force", action="store_true", help="re-run a revision already processed")
+    add_param_flags(tr, exclude=("repo", "data_rev"))
     tr.set_defaults(func=cmd_trigger)
-
-
-def run_steps(
-    *,
-    repo: Path,
-    rev: str,
-    requests: list[DeletionRequest],
-    work_dir: Path | str | None = None,
-    dataset: str | None = None,
-    backbone: str = "mgcn",
-    method: str = "tru",
-    model: Path | str | None = None,
-    epochs: int | None = None,
-    policy: Path | str | None = None,
-    seeds: str = "0,1,2",
-    train_args: tuple[str, ...] = (),
-    **_: Any,
-) -> dict[str, Any]:
-    """The pipeline's steps run directly through the library CLI (the local runner when KFP's is absent):
-    materialise ``data/<dataset>`` at ``rev``; ``tru train`` (unless ``model`` is given); ``tru unlearn``
-    on the new requests; ``tru certify``. Returns paths and the verdict."""
-    from tru.cli import main
-    from tru.forget.requests import write_requests
-    from tru.mlops.versioning import only_dataset_at, open_dataset_at
-
-    repo = Path(repo)
-    dataset = dataset or only_dataset_at(repo, rev)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    work = Path(work_dir) if work_dir else repo / ".tru" / "runs" / f"{rev[:12]}-{stamp}"
-    data = open_dataset_at(repo, rev, dataset, work / "data")
-    csv = write_requests(work / "requests.csv", requests)
-
-    def step(command: str, *flags: object, **opts: object) -> None:
-        """``tru <command> --key value ...`` in process; ``opts`` with a None value are left out."""
-        argv = [command, *(str(f) for f in flags)]
-        for key, val in opts.items():
-            argv += [] if val is None else [f"--{key}", str(val)]
-        rc = main(argv)
-        if rc != 0:
-            raise CLIError(f"pipeline step {command} failed (exit {rc}); its work folder: {work}")
-
-    if model is None:
-        model = work / "original"
-        step("train", *train_args, data=data, backbone=backbone, epochs=epochs, out=model)
-    unlearned, cert_dir = work / "unlearned", work / "certificate"
-    step("unlearn", data=data, model=model, requests=csv, method=method, out=unlearned)
-    step(
-        "certify",
-        data=data,
-        original=model,
-        unlearned=unlearned,
-        requests=csv,
-        seeds=seeds,
-        policy=policy,
-        out=cert_dir,
-    )
-    cert = json.loads((cert_dir / "certificate.json").read_text())
-    paths = {
-        "work_dir": work,
-        "model": model,
-        "unlearned": unlearned,
-        "certificate": cert_dir / "certificate.json",
-    }
-    out: dict[str, Any] = {k: str(v) for k, v in paths.items()}
-    return {**out, "dataset": dataset, "passed": bool(cert["passed"]), "reasons": cert.get("reasons", [])}

@@ -48,7 +48,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tru.utils import resolve_device
 
     dataset = load_dataset(Path(args.data))
-    run = load_run(Path(args.model), dataset, device=resolve_device(args.device))
+    requests = None
+    if args.requests:
+        from tru.forget.requests import read_requests
+
+        requests = read_requests(Path(args.requests))
+    run = load_run(Path(args.model), dataset, device=resolve_device(args.device), requests=requests)
     ks = [int(k) for k in run.config.get("topk", [5, 10, 20, 50])]
     metrics = {
         split: evaluate(run.model, dataset, split, ks, history=run.train) for split in ("valid", "test")
@@ -76,6 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("evaluate", help="full-ranking evaluation of a trained or unlearned model")
     ev.add_argument("--data", required=True, help="dataset folder the model was trained on")
     ev.add_argument("--model", required=True, help="run folder written by `tru train` or `tru unlearn`")
+    ev.add_argument(
+        "--requests",
+        help="deletion manifest (CSV): for a model that forgot requests whose rows the dataset still holds",
+    )
     ev.add_argument("--device", default="auto")
     ev.add_argument("--json", action="store_true", help="print metrics as JSON")
     ev.set_defaults(func=cmd_evaluate)

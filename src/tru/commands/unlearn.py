@@ -21,13 +21,14 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     from tru.utils import LOG, resolve_device
 
     dataset = load_dataset(Path(args.data))
-    run = load_run(Path(args.model), dataset, device=resolve_device(getattr(args, "device", None)))
     requests = read_requests(Path(args.requests))
+    device = resolve_device(getattr(args, "device", None))
+    run = load_run(Path(args.model), dataset, device=device, requests=requests)
     spec = resolve_requests(dataset, requests, strict=not getattr(args, "lenient", False))
     for msg in spec.noops:
         LOG.warning("no-op: %s", msg)
     over = overrides_from(args, ("seed",))
-    for flag in ("rfg", "bms", "cli"):
+    for flag in ("rfg", "bms", "cli", "exact", "item_sink"):
         if getattr(args, f"no_{flag}", False):
             over[flag] = False
     files: dict[str, Any] = {}
@@ -38,6 +39,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
+    from tru.checkpoint import Lineage
     from tru.unlearn.api import run_unlearning, save_unlearned
 
     dataset, run, spec, cfg = _load(args)
@@ -47,9 +49,23 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             f"({len(spec.noops)} no-op(s)); no model written"
         )
         return 0
-    outcome = run_unlearning(args.method, run.model, dataset, spec, run.config, cfg)
+    sensitivity = None
+    if getattr(args, "sensitivity", None):
+        from tru.config import ConfigError
+
+        path = Path(args.sensitivity)
+        path = path / "sensitivity.json" if path.is_dir() else path
+        if not path.is_file():
+            raise ConfigError(f"--sensitivity {args.sensitivity}: no sensitivity.json there")
+        sensitivity = json.loads(path.read_text())
+    outcome = run_unlearning(args.method, run.model, dataset, spec, run.config, cfg, sensitivity=sensitivity)
     with atomic_dir(Path(args.out), args.overwrite) as tmp:
-        save_unlearned(tmp, outcome, run.config, dataset, spec)
+        lineage = Lineage(
+            kind="retrain" if args.method == "retrain" else "unlearn",
+            method=args.method,
+            parent_weights_sha256="" if args.method == "retrain" else run.weights_sha256,
+        )
+        save_unlearned(tmp, outcome, run.config, dataset, spec, lineage=lineage)
     rep = outcome.report
     print(
         f"{args.method}: {rep['seconds']:.2f}s, {rep['steps']} steps, {rep['params_changed']:,} of "
@@ -114,6 +130,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     un.add_argument("--no-rfg", action="store_true", help="TRU without the ranking fusion gate")
     un.add_argument("--no-bms", action="store_true", help="TRU without branch-wise modality scaling")
     un.add_argument("--no-cli", action="store_true", help="TRU without capacity-aware layer isolation")
+    un.add_argument(
+        "--no-exact",
+        action="store_true",
+        help="start without the exact part (rows retraining never trains keep the original's values)",
+    )
+    un.add_argument("--no-item-sink", action="store_true", help="TRU without the item-regime sink term")
+    un.add_argument(
+        "--sensitivity",
+        metavar="JSON|DIR",
+        help="reuse the selection of a `tru sensitivity` run (its sensitivity.json) instead of probing",
+    )
     un.add_argument("--out", required=True, help="run folder for the unlearned model (+ unlearn.json)")
     un.set_defaults(func=cmd_unlearn)
 
@@ -134,6 +161,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--out", required=True, help="CSV to write")
     gen.set_defaults(func=cmd_generate)
-    from tru.commands.mlops_data import add_requests_add_parser
+    from tru.commands.mlops_data import add_requests_parsers
 
-    add_requests_add_parser(rsub)
+    add_requests_parsers(rsub)

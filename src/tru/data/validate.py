@@ -14,16 +14,23 @@ Rules (the MMRec format, see :mod:`tru.data.dataset`):
   (when given) equals its column count.
 * ``.inter`` (read as text): columns userID, itemID, rating, x_label (timestamp optional, extra columns
   allowed); no nulls; ids match ``^-?\\d+$`` and are ≥ 0; x_label ∈ {0, 1, 2}; rating and timestamp
-  are numeric; (userID, itemID) pairs are unique; every user with valid/test rows has ≥ 1 train row;
-  user ids are contiguous: every u in [0, n_users) with ``n_users = max(userID)+1`` has a row. Item ids
-  need not all appear (items with no interaction still have features).
-* Feature rows: ``n_items = max(max(itemID)+1, stats.n_items)`` (stats from the manifest, if given);
-  every modality has exactly n_items rows, so all modalities agree, and more rows than the
-  interactions need are allowed only when the manifest's stats say so. Without readable ids the
-  expected count is ``stats.n_items`` or else the largest modality row count. Every value is finite.
-* Manifest ``stats`` (if present): n_users, n_items, n_interactions, n_train, n_valid, n_test equal the
-  values recomputed from the files (n_items = max(max(itemID)+1, feature rows), as ``write_dataset``
-  writes it).
+  are numeric; (userID, itemID) pairs are unique; every user with valid/test rows has ≥ 1 train row.
+* Id space: the manifest's declared id space is ``id_space: {n_users, n_items}``, or in a folder written
+  before that field existed its ``stats.n_users / n_items``. Every userID is < n_users and every itemID
+  < n_items (``ids_in_id_space``), and ids may have gaps: a user id with no row at all is a user whose
+  rows an erasure removed (an erasure keeps the id space). Only a manifest that declares no id space
+  keeps the older rule that user ids are contiguous: every u in [0, n_users) with
+  ``n_users = max(userID)+1`` has a row (``ids_contiguous``). Item ids need not all appear (items with
+  no interaction still have features).
+* Feature rows: ``n_items = id_space.n_items`` when declared, else ``max(max(itemID)+1, stats.n_items)``
+  (stats from the manifest, if given); every modality has exactly n_items rows, so all modalities
+  agree, and more rows than the interactions need are allowed only when the manifest says so. Without
+  readable ids the expected count is ``stats.n_items`` or else the largest modality row count. Every
+  value is finite.
+* Manifest ``stats`` (if present): n_interactions, n_train, n_valid, n_test equal the values
+  recomputed from the files; n_users and n_items equal ``id_space`` when it is declared (they are the id
+  space, as ``write_dataset`` writes them), and without ``id_space`` (they are then the declared id
+  space themselves) they are checked by ``ids_in_id_space`` and the feature row count.
 
 Checks that depend on a missing column or on invalid values are skipped (listed in ``skipped``),
 never crashed.
@@ -155,6 +162,22 @@ def _check_inter(run: _Run, gxe: Any, folder: Path, manifest: DatasetManifest) -
                     row_example,
                 )
             )
+    space, origin = manifest.declared_id_space()
+    for c, bound in (
+        ("userID", space.n_users if space else None),
+        ("itemID", space.n_items if space else None),
+    ):
+        if c in cols and bound is not None:
+            checks.append(
+                _Check(
+                    "ids_in_id_space",
+                    fname,
+                    f"{c} must be < {origin}.{'n_users' if c == 'userID' else 'n_items'} = {bound} "
+                    f"({MANIFEST_NAME})",
+                    gxe.ExpectColumnValuesToBeBetween(column=f"__{c}_num", max_value=bound - 1),
+                    row_example,
+                )
+            )
     if "userID" in cols and "itemID" in cols:
         checks.append(
             _Check(
@@ -187,18 +210,20 @@ def _check_inter(run: _Run, gxe: Any, folder: Path, manifest: DatasetManifest) -
         "x_label_in_set",
         "inter_not_empty",
     )
+    derived = "eval_users_have_train" + ("" if space else ", ids_contiguous")
     if not all(ok.get(k, True) for k in needed):
-        run.skipped.append(
-            f"eval_users_have_train, ids_contiguous on {fname} (ids or x_label missing or invalid)"
-        )
+        run.skipped.append(f"{derived} on {fname} (ids or x_label missing or invalid)")
         return None
-    return _check_users(run, gxe, fname, df)
+    return _check_users(run, gxe, fname, df, contiguous=space is None)
 
 
-def _check_users(run: _Run, gxe: Any, fname: str, df: pd.DataFrame) -> dict[str, Any]:
-    """Per-user frame over the user ids present (index = userID, sorted): ``missing_before = u − u_prev − 1``
+def _check_users(
+    run: _Run, gxe: Any, fname: str, df: pd.DataFrame, contiguous: bool = True
+) -> dict[str, Any]:
+    """Per-user frame over the user ids present (index = userID, sorted): ``n_train ≥ 1`` for users with
+    valid/test rows, and with ``contiguous`` (no declared id space) ``missing_before = u − u_prev − 1``
     must be 0 (ids contiguous from 0; sized by rows, not by max(userID), so a stray huge id cannot blow
-    up memory), and ``n_train ≥ 1`` for users with valid/test rows. Returns the stats recomputed here."""
+    up memory). Returns the stats recomputed here."""
     users = df["__userID_num"].to_numpy(np.int64)
     labels = df["x_label"].astype(np.int64).to_numpy()
     lines = df.index.to_numpy(np.int64)
@@ -222,16 +247,20 @@ def _check_users(run: _Run, gxe: Any, fname: str, df: pd.DataFrame) -> dict[str,
         return {"missing_userIDs": f"{lo}" if lo == int(u) - 1 else f"{lo}..{int(u) - 1}", "next_userID": u}
 
     n_users = int(present[-1]) + 1
+    contiguity = [
+        _Check(
+            "ids_contiguous",
+            fname,
+            f"every user id in [0, n_users={n_users}) must have a row (declare id_space in "
+            f"{MANIFEST_NAME} for ids with gaps)",
+            gxe.ExpectColumnValuesToBeBetween(column="missing_before", max_value=0),
+            gap_example,
+        )
+    ]
     run.validate(
         per_user,
         [
-            _Check(
-                "ids_contiguous",
-                fname,
-                f"every user id in [0, n_users={n_users}) must have a row",
-                gxe.ExpectColumnValuesToBeBetween(column="missing_before", max_value=0),
-                gap_example,
-            ),
+            *(contiguity if contiguous else []),
             _Check(
                 "eval_users_have_train",
                 fname,

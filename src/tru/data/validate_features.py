@@ -1,6 +1,6 @@
 """Feature-matrix checks of dataset validation (:mod:`tru.data.validate` has the rules): every modality
 file exists, loads, is a 2-d float matrix of the declared dim with n_items rows of finite values, and the
-manifest's stats agree with the data."""
+manifest's stats agree with the data and the declared id space."""
 
 from __future__ import annotations
 
@@ -122,7 +122,9 @@ def _check_features(
     sources = {"max(itemID)+1": inter["n_items"] if inter else None, "stats.n_items": declared}
     sources = {k: v for k, v in sources.items() if v is not None}
     expected, why = 0, ""
-    if sources:
+    if manifest.id_space is not None:  # the declared id space (item ids beyond it fail ids_in_id_space)
+        expected, why = manifest.id_space.n_items, f"id_space.n_items={manifest.id_space.n_items}"
+    elif sources:
         expected = max(sources.values())
         why = ", ".join(f"{k}={v}" for k, v in sources.items())
     elif arrays:
@@ -157,6 +159,10 @@ def _check_features(
         return
     actual = dict(inter, n_items=max([inter["n_items"], *(a.shape[0] for a in arrays.values())]))
     keys = [k for k in STAT_KEYS if k in stats]
+    if manifest.id_space is not None:  # stats.n_users / n_items are the id space (gaps allowed)
+        actual.update(manifest.id_space.to_dict())
+    elif manifest.declared_id_space()[0] is not None:  # they *are* the declared id space: checked above
+        keys = [k for k in keys if k not in ("n_users", "n_items")]
     table = pd.DataFrame(
         {"declared": [stats[k] for k in keys], "actual": [actual[k] for k in keys]}, index=keys, dtype=object
     )

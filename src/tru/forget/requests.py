@@ -209,6 +209,11 @@ def _parse(text: str, where: str) -> list[DeletionRequest]:
     return out
 
 
+def render_rows(requests: Iterable[DeletionRequest]) -> bytes:
+    """The CSV bytes of ``requests`` as :func:`append_requests` writes them (no header)."""
+    return _render(requests, header=False)
+
+
 def _render(requests: Iterable[DeletionRequest], header: bool) -> bytes:
     buf = io.StringIO(newline="")
     writer = csv.writer(buf, lineterminator="\n")
@@ -259,6 +264,22 @@ def _first_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first_of, first_of == np.arange(len(values))
 
 
+def _refuse_empty_retain(dataset: RecDataset, train: Pairs, retain: Pairs, kinds: np.ndarray) -> None:
+    """A DataError when the requests would leave no train interaction at all (D_r empty): every user's,
+    or every item's, train interactions deleted; there would be nothing left to train or unlearn on."""
+    if len(retain) > 0 or len(train) == 0:
+        return
+    n_u = len(np.unique(train.users))
+    n_i = len(np.unique(train.items))
+    counts = ", ".join(f"{int((kinds == k).sum())} {k}" for k in KINDS if (kinds == k).any())
+    raise DataError(
+        f"deletion requests against dataset {dataset.name!r}: these requests delete every user's train "
+        f"interactions ({n_u} of {n_u} users) and every item's ({n_i} of {n_i} items); nothing would "
+        f"remain to train on: the retained set D_r would be empty ({counts} request(s)). Unlearning needs "
+        "data left to keep: delete the dataset itself instead, or file fewer requests"
+    )
+
+
 def resolve_requests(
     dataset: RecDataset, requests: Sequence[DeletionRequest], strict: bool = True
 ) -> ForgetSpec:
@@ -267,7 +288,8 @@ def resolve_requests(
 
     Errors (one :class:`DataError` listing all): invalid request, conflicting request_id, unknown user /
     item id (≥ n_users / n_items), with ``strict`` an interaction pair that is not a train interaction,
-    and interaction requests that would delete every train item of a user not deleted by a user request.
+    interaction requests that would delete every train item of a user not deleted by a user request, and
+    requests that together delete every train interaction (every user's, every item's: D_r empty).
     No-ops (``spec.noops``, never silent): repeated rows, an id already requested by an earlier request,
     an interaction inside a deleted user's or item's history, a non-train pair without ``strict``, a user
     or item with no train interactions. ``regime``: the one kind present, ``mixed``, or ``none`` (empty)."""
@@ -296,7 +318,7 @@ def resolve_requests(
         empty = Pairs(np.empty(0, np.int64), np.empty(0, np.int64))
         noops.append("no deletion requests: nothing to forget (D_f is empty, D_r = train)")
         none = np.empty(0, np.int64)
-        return ForgetSpec("none", empty, train, none, none, dataset.valid, dataset.test, [], noops)
+        return ForgetSpec("none", empty, train, none, none, dataset.valid, dataset.test, [], noops, ())
 
     ids = np.array([r.request_id for r in unique], dtype=object)
     kind = np.array([r.kind for r in unique])
@@ -313,7 +335,7 @@ def resolve_requests(
         for j in np.flatnonzero(~is_first):
             effective[sel[j]] = False
             noops.append(
-                f"request {ids[sel[j]]!r}: {k} {col[sel[j]]} already deleted by request "
+                f"request {ids[sel[j]]!r}: its {k} is already deleted by request "
                 f"{ids[sel[first_of[j]]]!r}; no-op"
             )
         owner = np.full(n, -1, dtype=np.int64)  # index of the request deleting each user / item
@@ -326,7 +348,7 @@ def resolve_requests(
                 for p in (dataset.valid, dataset.test)
             )
             noops.append(
-                f"request {ids[j]!r}: {k} {col[j]} has no train interactions (D_f unchanged); "
+                f"request {ids[j]!r}: its {k} has no train interactions (D_f unchanged); "
                 f"its {nv} valid / {nt} test rows leave evaluation"
             )
     user_owner, item_owner = owners["user"], owners["item"]
@@ -346,7 +368,7 @@ def resolve_requests(
     in_test = np.isin(keys, dataset.test.keys(n_items))
     for j in np.flatnonzero(not_train | cov_u | cov_i | repeat):  # messages only for the no-ops / errors
         r = sel[j]
-        head = f"request {ids[r]!r}: pair ({uid[r]}, {iid[r]})"
+        head = f"request {ids[r]!r}: its pair"  # never the ids of a pair to delete
         if not_train[j]:
             what = "a valid pair" if in_valid[j] else "a test pair" if in_test[j] else "no interaction at all"
             msg = f"{head} is not a train interaction (it is {what}); only train pairs can be forgotten"
@@ -365,6 +387,7 @@ def resolve_requests(
     pair_keys = keys[effective[sel]]
     forget_mask = del_u[train.users] | del_i[train.items] | np.isin(train_keys, pair_keys)
     retain = train.subset(~forget_mask)
+    _refuse_empty_retain(dataset, train, retain, kind[effective])
 
     # interaction-regime invariant: a user not deleted as a whole keeps ≥ 1 train item
     req_users = uid[sel[effective[sel]]]
@@ -374,8 +397,8 @@ def resolve_requests(
         mine = [str(ids[r]) for r in sel[effective[sel]] if uid[r] == u]
         items_note = " (together with item requests)" if del_i[train.items[train.users == u]].any() else ""
         errors.append(
-            f"user {u}: interaction requests {', '.join(mine)} would delete all {train_deg_u[u]} train items"
-            f"{items_note}; the interaction regime keeps at least one train item per user; "
+            f"interaction requests {', '.join(mine)} would delete all {train_deg_u[u]} train items of their "
+            f"user{items_note}; the interaction regime keeps at least one train item per user; "
             "file a user request instead"
         )
     _raise_errors(f"deletion requests against dataset {dataset.name!r}", errors)
@@ -395,4 +418,5 @@ def resolve_requests(
         test=_keep(dataset.test),
         request_ids=[str(r) for r in ids[effective]],
         noops=noops,
+        requests=tuple(unique),
     )

@@ -3,7 +3,6 @@ evaluation sets after the regime's consequences (tru-method.md §2)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,10 @@ class ForgetSpec:
     * ``regime``: ``user`` | ``item`` | ``interaction`` | ``mixed`` (several kinds in one manifest) |
       ``none`` (an empty manifest, or only no-ops);
     * ``request_ids``: ids of the requests that changed D_f; ``noops``: messages for requests that
-      changed nothing (already deleted, duplicates), never silently dropped."""
+      changed nothing (already deleted, duplicates), never silently dropped; they name request ids,
+      never the ids of a deleted pair;
+    * ``requests``: every request resolved (effective or no-op): what a model that forgets this spec
+      has forgotten (:meth:`forgotten`)."""
 
     regime: str
     forget: Pairs
@@ -37,16 +39,25 @@ class ForgetSpec:
     test: Pairs
     request_ids: list[str] = field(default_factory=list)
     noops: list[str] = field(default_factory=list)
+    requests: tuple[Any, ...] = ()
 
     @property
     def affected_users(self) -> np.ndarray:
         """Users with at least one deleted pair."""
         return np.unique(self.forget.users)
 
-    def forget_hash(self, n_items: int) -> str:
-        """sha256 of the sorted forget keys: identifies D_f without revealing it."""
-        keys = np.unique(self.forget.keys(n_items)).astype("<i8")
-        return hashlib.sha256(keys.tobytes()).hexdigest()
+    def forget_commitment(self, n_items: int) -> str:
+        """Keyed commitment to D_f (:func:`tru.forget.commitment.commit_pairs`): identifies the forget set
+        without revealing it (an unsalted hash of a small id space is reversible by enumeration)."""
+        from tru.forget.commitment import commit_pairs
+
+        return commit_pairs(self.forget.keys(n_items), n_items)
+
+    def forgotten(self) -> Any:
+        """The :class:`tru.checkpoint.Forgotten` record of a model that has forgotten this spec."""
+        from tru.checkpoint import Forgotten
+
+        return Forgotten.of(self.requests, len(self.forget))
 
     def retained_dataset(self, dataset: RecDataset) -> RecDataset:
         """The dataset as a model retrained without D_f sees it: train = D_r, valid/test per regime."""
@@ -55,7 +66,8 @@ class ForgetSpec:
         return ds
 
     def summary(self, n_items: int) -> dict[str, Any]:
-        """Counts, ids and a hash only: never the deleted interactions themselves."""
+        """Counts, request ids and keyed commitments only: never the deleted interactions themselves
+        (no-op messages are counted, not copied)."""
         return {
             "regime": self.regime,
             "n_requests": len(self.request_ids),
@@ -65,6 +77,7 @@ class ForgetSpec:
             "n_users_deleted": len(self.users),
             "n_items_deleted": len(self.items),
             "n_affected_users": len(self.affected_users),
-            "forget_sha256": self.forget_hash(n_items),
-            "noops": list(self.noops),
+            "forget_commitment": self.forget_commitment(n_items),
+            "requests_commitment": self.forgotten().commitment,
+            "n_noops": len(self.noops),
         }

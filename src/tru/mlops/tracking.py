@@ -32,6 +32,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
+from tru.utils import redact_text, redact_uri
+
 MODEL_PATH = "model"  # the run folder's place among the run's artifacts
 ARTIFACTS_ENV = "TRU_MLFLOW_ARTIFACTS"  # artifact root of new experiments (file:// or s3://)
 KINDS = ("train", "unlearn", "certify")
@@ -85,7 +87,8 @@ def _check_reachable(uri: str) -> None:
     except (urllib.error.URLError, OSError) as exc:
         problem = str(getattr(exc, "reason", exc))
     raise TrackingError(
-        f"MLflow tracking server {uri} is not reachable ({problem}): nothing was logged or changed. "
+        f"MLflow tracking server {redact_uri(uri)} is not reachable ({redact_text(problem)}): nothing was "
+        "logged or changed. "
         "Start it (mlflow/serve-local.sh) or set MLFLOW_TRACKING_URI to a running server."
     )
 
@@ -258,7 +261,9 @@ def log_run(
     try:
         run_id = client.create_run(_experiment_id(client, experiment), tags=tags).info.run_id
     except MlflowException as exc:
-        raise TrackingError(f"MLflow at {_uri()}: cannot create a run: {exc}") from exc
+        raise TrackingError(
+            f"MLflow at {redact_uri(_uri())}: cannot create a run: {redact_text(str(exc))}"
+        ) from exc
     try:
         params_rows = [Param(_key(k), str(v)[:6000]) for k, v in flat.items()]
         for chunk in _chunks(params_rows, 100):

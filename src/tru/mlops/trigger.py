@@ -1,137 +1,127 @@
-"""The trigger ledger and :func:`trigger`: run the unlearning pipeline for the deletion requests a DVC
-commit added, once per revision (definitions in :mod:`tru.mlops.versioning`); processed revisions are
-recorded in ``.tru/processed.json``."""
+"""``tru trigger``: forget every pending deletion request at a data revision.
+
+What is pending is decided by the registry, never by a cache (:mod:`tru.lifecycle`)::
+
+    pending(rev) = manifest(rev) \\ forgotten(champion)
+
+so a request whose run failed (or was never run) is simply still pending: the next trigger, from a
+commit hook, a CI job or a schedule, retries it. A trigger with nothing pending does nothing. The
+runner it calls is an argument (the CLI passes the Kubeflow pipeline's,
+:func:`tru.kfp.runner.run_for_trigger`, or the in-process chain's,
+:func:`tru.steps.chain.run_for_trigger`): this library layer imports no CLI and no pipeline
+definition. Local triggers on one checkout run one after the other (a lock)."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tru.data.dataset import write_atomic
-from tru.mlops.versioning import VersioningError, check_repo, data_version, new_requests, resolve_rev
+from tru.mlops.versioning import (
+    VersioningError,
+    check_repo,
+    data_version,
+    has_requests_at,
+    only_dataset_at,
+    read_requests_at,
+    resolve_rev,
+)
 from tru.utils import LOG
 
-LEDGER_PATH = ".tru/processed.json"
 Runner = Callable[..., dict[str, Any]]
 
 
-# ------------------------------------------------------------------------------------------------ ledger
+class TriggerFailed(RuntimeError):
+    """The run ended but some requests are still pending (they will be retried by the next trigger);
+    ``entry`` holds the trigger's outcome."""
+
+    def __init__(self, message: str, entry: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
 @contextlib.contextmanager
-def _ledger_lock(repo: Path) -> Iterator[Path]:
-    """An exclusive lock on ``.tru/`` (two hooks firing at once run one after the other); the folder
-    ignores itself in git (``.tru/.gitignore`` = ``*``)."""
-    folder = (repo / LEDGER_PATH).parent
+def trigger_lock(repo: Path) -> Iterator[None]:
+    """An exclusive lock on ``<repo>/.tru/trigger.lock``: two hooks firing at once run one after the other."""
+    folder = repo / ".tru"
     folder.mkdir(exist_ok=True)
     if not (folder / ".gitignore").is_file():
-        (folder / ".gitignore").write_text("*\n")
-    with open(folder / "lock", "w") as fh:
+        write_atomic(folder / ".gitignore", b"*\n")
+    with open(folder / "trigger.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield repo / LEDGER_PATH
+            yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def read_ledger(repo: Path | str) -> dict[str, dict[str, Any]]:
-    """Processed revisions: ``{commit sha: {"status", "rev_from", "requests", "data_version", ...}}``."""
-    path = Path(repo) / LEDGER_PATH
-    if not path.is_file():
-        return {}
-    try:
-        return dict(json.loads(path.read_text())["revisions"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise VersioningError(
-            f"{path}: unreadable trigger ledger ({exc}); expected {{'revisions': {{...}}}}; "
-            "fix or remove it (removing it re-runs every revision)"
-        ) from exc
-
-
-# ----------------------------------------------------------------------------------------------- trigger
-def _pipeline_runner(mode: str, kind: str = "kfp") -> Runner:
-    """The runner ``trigger`` hands the requests to. ``kfp`` (default): the Kubeflow pipeline through
-    ``pipelines.runner.run_for_trigger`` (``kfp.local`` in local mode, a submitted run in cluster mode);
-    ``steps``: the library runner :func:`tru.commands.mlops_data.run_steps` (the same steps in process,
-    local only; takes ``--model``)."""
-    if kind == "steps":
-        if mode != "local":
-            raise VersioningError("the steps runner is local only; cluster mode submits the KFP pipeline")
-        from tru.commands.mlops_data import run_steps
-
-        return run_steps
-    if kind != "kfp":
-        raise VersioningError(f"unknown runner {kind!r}; expected kfp or steps")
-    from tru.commands.common import CLIError
-    from tru.commands.pipeline import load_runner
-
-    try:
-        return load_runner().run_for_trigger
-    except (ImportError, CLIError) as exc:
-        raise VersioningError(
-            f"the KFP pipeline is not importable here ({exc}); run from the project checkout (its "
-            "pipelines/ package) with kfp installed, or use --runner steps for the in-process steps"
-        ) from exc
-
-
 def trigger(
     repo: Path | str,
-    rev_from: str,
-    rev_to: str,
+    rev: str = "HEAD",
     *,
+    runner: Runner,
+    backbone: str = "mgcn",
+    dataset: str | None = None,
     mode: str = "local",
-    runner: Runner | None = None,
-    runner_kind: str = "kfp",
-    force: bool = False,
+    tracking_uri: str | None = None,
+    confirm: bool = False,
     **pipeline_args: Any,
 ) -> dict[str, Any]:
-    """Run (``local``) or submit (``cluster``) the pipeline for the requests added between the revisions,
-    once per ``rev_to`` commit (module docstring). Returns the ledger entry with ``status`` ``processed``,
-    ``no-new-requests`` or ``already-processed``. A failure (unknown revision, invalid manifest, runner
-    error) raises and leaves the ledger untouched; ``force`` re-runs a processed revision."""
+    """Run ``runner`` for the requests pending at ``rev`` (module docstring). Returns the outcome with
+    ``status``: ``nothing-pending``, ``done`` (local: the champion now forgot every one), ``submitted`` /
+    ``succeeded`` (cluster), or raises :class:`TriggerFailed` when requests are still pending after a
+    local run. Invalid manifests, unknown revisions and runner errors raise; nothing is recorded either
+    way: the registry is the record."""
+    from tru.lifecycle import pending_requests
+    from tru.mlops import registry, tracking
+
     if mode not in ("local", "cluster"):
         raise VersioningError(f"unknown mode {mode!r}; expected local or cluster")
-    repo = check_repo(repo)
-    sha_from, sha_to = resolve_rev(repo, rev_from), resolve_rev(repo, rev_to)
-    with _ledger_lock(repo) as path:
-        ledger = read_ledger(repo)
-        if sha_to in ledger and not force:
-            return {**ledger[sha_to], "status": "already-processed", "rev_to": sha_to}
-        found = new_requests(repo, sha_from, sha_to)
-        done = set() if force else {rid for e in ledger.values() for rid in e.get("requests", [])}
-        todo = [r for r in found if r.request_id not in done]
-        entry: dict[str, Any] = {
-            "rev_from": sha_from,
-            "rev_to": sha_to,
-            "mode": mode,
-            "data_version": data_version(repo, sha_to),
-            "requests": [r.request_id for r in todo],
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        if todo:
-            run = runner or _pipeline_runner(mode, runner_kind)
-            LOG.info(
-                "trigger %s..%s: %d new request(s), running %s",
-                sha_from[:12],
-                sha_to[:12],
-                len(todo),
-                getattr(run, "__name__", run),
-            )
-            result = run(
-                repo=repo,
-                rev=sha_to,
-                rev_from=sha_from,
-                requests=todo,
-                data_version=entry["data_version"],
-                mode=mode,
-                **pipeline_args,
-            )
-            entry.update(status="processed", result=json.loads(json.dumps(result, default=str)))
-        else:
-            entry["status"] = "no-new-requests"
-        ledger[sha_to] = entry
-        write_atomic(path, json.dumps({"revisions": ledger}, indent=2).encode())
+    root = check_repo(repo)
+    sha = resolve_rev(root, rev)
+    if not has_requests_at(root, sha):
+        raise VersioningError(
+            f"{root}@{sha[:12]}: no deletion-request manifest (data/deletions/requests.csv); nothing to "
+            "trigger (`tru requests add` creates it)"
+        )
+    manifest = read_requests_at(root, sha)
+    dataset = dataset or only_dataset_at(root, sha)
+    uri = tracking.configure(tracking_uri)
+    name = tracking.model_name(dataset, backbone)
+    entry: dict[str, Any] = {
+        "rev": sha,
+        "mode": mode,
+        "model_name": name,
+        "data_version": data_version(root, sha),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    lock = trigger_lock(root) if mode == "local" else contextlib.nullcontext()
+    with lock:
+        forgotten = registry.forgotten_requests(name)
+        pending = pending_requests(manifest, forgotten)
+        entry |= {"pending": [r.request_id for r in pending], "n_forgotten_before": len(forgotten)}
+        if not pending and not confirm:
+            return {**entry, "status": "nothing-pending"}
+        LOG.info("trigger %s: %d pending request(s) for %s", sha[:12], len(pending), name)
+        result = runner(
+            repo=root, rev=sha, requests=pending, mode=mode, dataset=dataset, backbone=backbone,
+            tracking_uri=uri, confirm=confirm, **pipeline_args,
+        )  # fmt: skip
+    entry["result"] = result
+    state = str(result.get("state", "")).upper()
+    if mode == "cluster" and state != "SUCCEEDED":
+        return {**entry, "status": "submitted"}
+    after = registry.forgotten_requests(name)
+    still = [r.request_id for r in pending if r.request_id not in after]
+    entry |= {"status": "done" if not still else "failed", "still_pending": still}
+    if still:
+        raise TriggerFailed(
+            f"{len(still)} of {len(pending)} request(s) are still pending after the run at {sha[:12]} "
+            f"(champion {result.get('champion')}); they stay pending and the next trigger retries them",
+            entry,
+        )
     return entry

@@ -17,8 +17,13 @@ Credentials never enter git: :func:`configure_remote` writes them with ``dvc rem
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import io
 import logging
+import os
+import re
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -53,8 +58,80 @@ def _git(repo: Path, *args: str) -> str:
     return proc.stdout
 
 
+_URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
+GIT_TOKEN_ENV = "TRU_GIT_TOKEN"  # a Kubernetes secret on the cluster (the repository's read token)
+GIT_USER_ENV = "TRU_GIT_USERNAME"
+_CLONES: dict[str, Path] = {}
+
+
+def is_url(repo: str | Path) -> bool:
+    """``repo`` names a remote git repository (https, ssh, git, file URL or ``user@host:path``)."""
+    return bool(_URL.match(str(repo)))
+
+
+def is_repo_ref(repo: str | Path) -> bool:
+    """``repo`` is a git + DVC repository: a URL (the cluster's form) or a local checkout with ``.dvc/``."""
+    return bool(str(repo)) and (is_url(repo) or (Path(repo) / ".dvc").is_dir())
+
+
+def _git_auth_env() -> tuple[list[str], dict[str, str]]:
+    """Git options and environment that answer an https password prompt with ``$TRU_GIT_TOKEN``, through
+    a credential helper reading the environment: the token never appears in a command line or a log."""
+    token = os.environ.get(GIT_TOKEN_ENV, "")
+    if not token:
+        return [], {}
+    helper = (
+        '!f() { echo "username=${TRU_GIT_USERNAME:-x-access-token}"; echo "password=${TRU_GIT_TOKEN}"; }; f'
+    )
+    return ["-c", f"credential.helper={helper}"], {"GIT_TERMINAL_PROMPT": "0"}
+
+
+def materialise(url: str) -> Path:
+    """A local clone of the repository at ``url`` (once per process; later calls fetch), so every
+    revision's ``data.dvc`` and manifest can be read; the data itself comes from the DVC remote named in
+    the repository's ``.dvc/config`` at that revision (credentials from the environment)."""
+    from tru.utils import redact_uri
+
+    opts, extra = _git_auth_env()
+    env = {**os.environ, **extra}
+    if url in _CLONES and _CLONES[url].is_dir():
+        subprocess.run(["git", *opts, "-C", str(_CLONES[url]), "fetch", "-q", "--all", "--tags"], env=env,
+                       capture_output=True, text=True)  # fmt: skip
+        return _CLONES[url]
+    base = Path(tempfile.mkdtemp(prefix="tru-repo-"))
+    dest = base / hashlib.sha256(url.encode()).hexdigest()[:12]
+    proc = subprocess.run(
+        ["git", *opts, "clone", "-q", url, str(dest)], env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        err = proc.stderr.replace(os.environ.get(GIT_TOKEN_ENV, "") or "\0", "***").strip()
+        raise VersioningError(
+            f"{redact_uri(url)}: git clone failed: {err}; check the URL and ${GIT_TOKEN_ENV}"
+        )
+    _CLONES[url] = dest
+    return dest
+
+
+def origin_url(repo: Path) -> str:
+    """The URL of the checkout's ``origin`` remote (what a cluster run clones)."""
+    url = (
+        _git(check_repo(repo), "remote", "get-url", "origin").strip()
+        if (Path(repo) / ".git").exists()
+        else ""
+    )
+    if not url:
+        raise VersioningError(
+            f"{repo}: no 'origin' remote; a cluster run needs the repository's URL: pass --repo-url"
+        )
+    return url
+
+
 def check_repo(repo: Path | str) -> Path:
-    """``repo`` as an absolute path, after checking it is a git work tree with DVC initialised."""
+    """``repo`` as an absolute path, after checking it is a git work tree with DVC initialised; a URL is
+    cloned first (:func:`materialise`)."""
+    if is_url(repo):
+        return check_repo(materialise(str(repo)))
     repo = Path(repo).expanduser().resolve()
     if not repo.is_dir():
         raise VersioningError(f"{repo}: no such folder; expected a git + DVC repository")
@@ -67,11 +144,14 @@ def check_repo(repo: Path | str) -> Path:
 
 def resolve_rev(repo: Path, rev: str) -> str:
     """The full commit sha of ``rev`` (a sha, branch, tag or ``HEAD~1``)."""
-    proc = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-        capture_output=True,
-        text=True,
-    )
+    for cand in (rev, f"origin/{rev}"):  # a clone knows other branches as origin/<branch>
+        proc = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{cand}^{{commit}}"],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode == 0 and proc.stdout.strip():
+            break
     if proc.returncode != 0 or not proc.stdout.strip():
         raise VersioningError(
             f"{repo}: unknown revision {rev!r}; expected a commit, branch or tag of this repo"
@@ -205,6 +285,23 @@ def read_requests_at(repo: Path | str, rev: str, path: str = REQUESTS_PATH) -> l
     return _parse(text, where)
 
 
+def resolve_rev_ref(repo: Path | str, rev: str) -> str:
+    """:func:`resolve_rev` for a local path or a URL (a branch or ``HEAD`` → the commit sha: what a
+    scheduled run needs so that caching is keyed on the real data)."""
+    return resolve_rev(check_repo(repo), rev)
+
+
+def has_requests_at(repo: Path | str, rev: str, path: str = REQUESTS_PATH) -> bool:
+    """Whether the manifest exists at ``rev``."""
+    root = check_repo(repo)
+    sha = resolve_rev(root, rev)
+    _dvc_file_at(root, sha)
+    try:
+        return bool(_fs(root, sha).exists(path))
+    except Exception as exc:
+        raise VersioningError(f"{path}@{sha[:12]}: cannot check it through DVC: {exc}") from exc
+
+
 def datasets_at(repo: Path | str, rev: str) -> list[str]:
     """The dataset folders under ``data/`` at ``rev`` (every folder but ``deletions``)."""
     repo = check_repo(repo)
@@ -330,7 +427,9 @@ def requests_add(
     """Append one request to ``data/deletions/requests.csv`` and record it with DVC: ``dvc add data``, then
     ``dvc push`` when ``push`` and a default remote is configured, then (``commit=True``) a git commit of
     data.dvc. With ``dataset_dir`` the ids are checked against that dataset first (unknown ids, pairs not
-    in train). Any failure restores the manifest, data.dvc and .gitignore: nothing is left half-done."""
+    in train). Any failure removes this request's row again and restores data.dvc and .gitignore: nothing is
+    left half-done. Concurrent calls run one after the other (:func:`requests_lock`), so a failing one
+    never touches another's request."""
     repo = check_repo(repo)
     req = make_request(
         user=user, item=item, pair=pair, reason=reason, request_id=request_id, requested_at=requested_at
@@ -340,6 +439,45 @@ def requests_add(
         from tru.forget.requests import resolve_requests
 
         resolve_requests(load_dataset(Path(dataset_dir), validate=False), [req])
+    with requests_lock(repo):
+        return _requests_add_locked(repo, req, push=push, commit=commit)
+
+
+@contextlib.contextmanager
+def requests_lock(repo: Path) -> Iterator[None]:
+    """An exclusive lock on the repository's manifest (``.tru/requests.lock``): concurrent
+    ``tru requests add`` run one after the other. ``.tru/`` ignores itself in git."""
+    folder = repo / ".tru"
+    folder.mkdir(exist_ok=True)
+    if not (folder / ".gitignore").is_file():
+        write_atomic(folder / ".gitignore", b"*\n")
+    with open(folder / "requests.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _remove_own_row(manifest: Path, req: DeletionRequest, existed: bool) -> None:
+    """Drop the row this request appended (its exact CSV rendering, last occurrence) from the manifest,
+    keeping every other byte: other requests are never touched."""
+    if not manifest.is_file():
+        return
+    from tru.forget.requests import render_rows
+
+    data, row = manifest.read_bytes(), render_rows([req])
+    at = data.rfind(row)
+    if at < 0:
+        return
+    rest = data[:at] + data[at + len(row) :]
+    if not existed and rest.count(b"\n") <= 1:  # this request created the file: only its header is left
+        manifest.unlink()
+    else:
+        write_atomic(manifest, rest)
+
+
+def _requests_add_locked(repo: Path, req: DeletionRequest, *, push: bool, commit: bool) -> DeletionRequest:
     dvc_file = repo / DVC_FILE
     if dvc_file.is_file():
         with _dvc(repo) as r:
@@ -350,7 +488,8 @@ def requests_add(
                 "data) or `dvc add data` (your own edits) first"
             )
     manifest = repo / REQUESTS_PATH
-    saved = {p: (p.read_bytes() if p.is_file() else None) for p in (manifest, dvc_file, repo / ".gitignore")}
+    existed = manifest.is_file()
+    saved = {p: (p.read_bytes() if p.is_file() else None) for p in (dvc_file, repo / ".gitignore")}
     try:
         manifest.parent.mkdir(parents=True, exist_ok=True)
         append_requests(manifest, [req])
@@ -364,6 +503,7 @@ def requests_add(
             _git(repo, "add", DVC_FILE, ".gitignore")
             _git(repo, "commit", "-q", "-m", f"deletion request {req.request_id} ({req.kind})")
     except BaseException:
+        _remove_own_row(manifest, req, existed)  # only this request's row: never another one's
         for p, old in saved.items():
             if old is None:
                 p.unlink(missing_ok=True)

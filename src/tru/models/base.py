@@ -15,12 +15,14 @@ Every backbone implements three training methods (``calculate_loss``, ``full_sor
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -153,7 +155,12 @@ class Recommender(nn.Module, ABC):
 
     @contextmanager
     def eval_cache(self) -> Iterator[None]:
-        """Compute the representations once (no grad, eval mode) for many ``full_sort_predict`` calls."""
+        """Compute the representations once (no grad, eval mode) for many ``full_sort_predict`` calls.
+        Re-entrant: inside an active cache, a nested ``eval_cache()`` reuses it (one forward serves a
+        whole check; parameters must not change inside)."""
+        if self._eval_cache is not None:
+            yield
+            return
         was_training = self.training
         self.eval()
         try:
@@ -172,6 +179,49 @@ class Recommender(nn.Module, ABC):
 
     def drop_items_from_content_graphs(self, items: Tensor) -> None:
         """Remove items from content-only graphs (item regime with feature deletion); default none."""
+
+    # ---------------------------------------------------------------- the exact part (tru-method.md §7a)
+    def initial_rows(self, seed: int) -> dict[str, Tensor]:
+        """Parameter name -> the table as :func:`tru.models.build_backbone` initialises it with ``seed``
+        (for the ID tables the exact part resets); default: none known."""
+        return {}
+
+    def untrained_users(self, retain: Pairs) -> np.ndarray:
+        """Users without a retained interaction: a model trained on ``retain`` never has them in a batch."""
+        return np.flatnonzero(np.bincount(np.asarray(retain.users, np.int64), minlength=self.n_users) == 0)
+
+    def untrained_row_values(self, users: np.ndarray, seed: int) -> dict[str, Tensor]:
+        """Parameter name -> the rows of ``users`` as a model retrained with ``seed`` leaves them.
+
+        Default: the seeded initial value of every user-axis ID table (:meth:`initial_rows`), exact for a
+        backbone whose losses touch only the rows of a batch (MGCN, VBPR: Adam on an all-zero gradient
+        leaves a row where it was initialised). A backbone whose retraining does move such rows (a
+        regulariser over every row) overrides this with what that retraining does."""
+        init = self.initial_rows(seed)
+        out = {}
+        idx = torch.as_tensor(users, dtype=torch.long)
+        for unit in self.layer_units():
+            if unit.branch != ID_BRANCH or unit.kind != "table" or unit.axis != "user":
+                continue
+            for name in unit.params:
+                if name in init:
+                    out[name] = init[name][idx]
+        return out
+
+    def reset_untrained_rows(self, retain: Pairs, seed: int) -> dict[str, np.ndarray]:
+        """The exact part: set the rows that retraining on ``retain`` never trains to what retraining with
+        ``seed`` leaves them (:meth:`untrained_row_values`). Returns parameter name -> the rows reset
+        (an unlearning update must then leave them alone)."""
+        users = self.untrained_users(retain)
+        if len(users) == 0:
+            return {}
+        values = self.untrained_row_values(users, seed)
+        params = dict(self.named_parameters())
+        idx = torch.as_tensor(users, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            for name, val in values.items():
+                params[name][idx] = val.to(params[name].device, params[name].dtype)
+        return {name: users for name in values}
 
     def branch_of(self, module_name: str) -> str:
         for branch, modules in self.branches().items():
@@ -203,6 +253,22 @@ class Recommender(nn.Module, ABC):
     def parameter_branches(self) -> dict[str, str]:
         """Parameter name -> branch name."""
         return {p: u.branch for u in self.layer_units() for p in u.params}
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed Python, NumPy and torch's CPU generator as :func:`tru.utils.seed_everything` does, and restore
+    their states afterwards (draws inside repeat a constructor's; draws outside are unaffected)."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % (2**32))
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
 
 
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:

@@ -42,20 +42,38 @@ def _inv_sqrt(d: np.ndarray) -> np.ndarray:
 
 
 def sym_norm_bipartite(
-    train: Pairs, n_users: int, n_items: int, self_loops: bool = False, device: torch.device | str = "cpu"
+    train: Pairs,
+    n_users: int,
+    n_items: int,
+    self_loops: bool = False,
+    device: torch.device | str = "cpu",
+    isolated_self_loops: bool = True,
 ) -> Tensor:
     """Â = D^{-1/2} A D^{-1/2} over the (n_users + n_items) bipartite graph A = [[0, R], [Rᵀ, 0]]
-    (LightGCN / MMRec's ``get_norm_adj_mat``); with ``self_loops`` A + I is normalised instead."""
+    (LightGCN / MMRec's ``get_norm_adj_mat``); with ``self_loops`` A + I is normalised instead.
+
+    ``isolated_self_loops=False`` (with ``self_loops``): a node without any edge keeps its diagonal entry
+    in the sparsity pattern with the value 0 instead of 1, so Â h is 0 there (it has no neighbours to
+    average) rather than the node's own input at full weight: with A + I a connected node of degree d
+    keeps 1/(d+1) of itself, an isolated one all of it."""
     u, i = _unique_pairs(train, n_items)
     n = n_users + n_items
     rows = np.concatenate([u, i + n_users])
     cols = np.concatenate([i + n_users, u])
+    isolated = np.zeros(0, dtype=np.int64)
     if self_loops:
-        rows = np.concatenate([rows, np.arange(n)])
-        cols = np.concatenate([cols, np.arange(n)])
+        loops = np.arange(n)
+        if not isolated_self_loops:
+            connected = np.bincount(rows, minlength=n) > 0
+            isolated, loops = loops[~connected], loops[connected]
+        rows = np.concatenate([rows, loops])
+        cols = np.concatenate([cols, loops])
     deg = np.bincount(rows, minlength=n).astype(np.float64)
     dis = _inv_sqrt(deg)
     vals = dis[rows] * dis[cols]
+    if len(isolated):
+        rows, cols = np.concatenate([rows, isolated]), np.concatenate([cols, isolated])
+        vals = np.concatenate([vals, np.zeros(len(isolated))])
     return to_torch_sparse(rows, cols, vals, (n, n), device)
 
 

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 
 from tru.data.dataset import DataError, Pairs, RecDataset
 from tru.models import graph
-from tru.models.base import FUSION_BRANCH, ID_BRANCH, Batch, Recommender, bpr_loss, l2_reg
+from tru.models.base import FUSION_BRANCH, ID_BRANCH, Batch, Recommender, bpr_loss, l2_reg, seeded
 
 TEXT_MODALITY = "text"
 
@@ -103,6 +103,15 @@ def info_nce_rows(table1: Tensor, table2: Tensor, ids: Tensor, temperature: floa
     return (n * (nll + log_n)).sum() / ids.shape[0]
 
 
+def _id_tables(n_users: int, n_items: int, d: int) -> tuple[nn.Embedding, nn.Embedding]:
+    """E_u, E_i ~ Xavier-uniform, drawn in MMRec's order (the first draws after the seed: the constructor
+    and :meth:`MGCN.initial_rows` share this function, so the same seed gives the same rows)."""
+    users, items = nn.Embedding(n_users, d), nn.Embedding(n_items, d)
+    nn.init.xavier_uniform_(users.weight)
+    nn.init.xavier_uniform_(items.weight)
+    return users, items
+
+
 def _gate(dim: int) -> nn.Sequential:
     """x ↦ σ(W x + b), a d → d gate."""
     return nn.Sequential(nn.Linear(dim, dim), nn.Sigmoid())
@@ -135,10 +144,7 @@ class MGCN(Recommender):
         self.TABLES = {**type(self).TABLES, **{f"feat_{m}": "item" for m in self.modalities}}
 
         # parameters, created in MMRec's order (same seed -> same initial weights as MMRec's MGCN)
-        self.user_embedding = nn.Embedding(self.n_users, d)
-        self.item_id_embedding = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_id_embedding.weight)
+        self.user_embedding, self.item_id_embedding = _id_tables(self.n_users, self.n_items, d)
         for m in self.modalities:
             feat = torch.tensor(dataset.features[m], dtype=torch.float32)  # a copy: training moves it
             self.add_module(f"feat_{m}", nn.Embedding.from_pretrained(feat, freeze=False))
@@ -306,6 +312,17 @@ class MGCN(Recommender):
         return reg + cl
 
     # ---------------------------------------------------------------- unlearning maps
+    def initial_rows(self, seed: int) -> dict[str, Tensor]:
+        """The ID tables as :func:`tru.models.build_backbone` draws them with ``seed`` (global RNG state
+        untouched). A user without a retained interaction is never in a BPR or contrastive batch, so its
+        row keeps exactly this value through retraining (Adam on a zero gradient does not move it)."""
+        with seeded(seed):
+            users, items = _id_tables(self.n_users, self.n_items, self.embedding_dim)
+        return {
+            "user_embedding.weight": users.weight.detach(),
+            "item_id_embedding.weight": items.weight.detach(),
+        }
+
     def branches(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {ID_BRANCH: ["user_embedding", "item_id_embedding"]}
         for m in self.modalities:

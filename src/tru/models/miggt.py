@@ -12,7 +12,11 @@ with torch sparse instead of DGL and any set of modalities:
 * Modality-independent receptive fields (MGDCF). Each branch b has its own depth k_b:
   h ← β·Â h + α·h0 repeated k_b times, then h / γ_k with γ_k = β^k + α·Σ_{i<k} β^i, where
   Â = D^{-1/2}(A + I)D^{-1/2} on the user+item graph with self-loops, and edge dropout on Â's values
-  (drawn afresh per branch and forward; every branch's input gets its own dropout too).
+  (drawn afresh per branch and forward; every branch's input gets its own dropout too). A node without
+  any edge (a deleted user or item once the graph is rebuilt from D_r; none in 5-core training data) gets
+  no self-loop (``isolated_self_loop: false``): h = α·h0, where the reference's A + I gives it its own
+  input at full weight, 1/(α + β/(d+1)) times what a connected node of degree d keeps (Last.fm-2K item
+  regime: target items' final norm 9.9 vs 3.3, so the rebuilt model ranked them higher than before).
 * Sum fusion z = dropout(Σ_b h_b), then the sampled global transformer: each node n (user or item)
   attends over [z_n, z_{j_1..j_S}] with S items drawn uniformly; one head, Q = W_q x, K = W_k x
   (d → 4), V = x, att = softmax(QKᵀ/√4)·V, out = 0.1·att + 0.9·x; the node's final representation is the
@@ -35,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tru.data.dataset import DataError, Pairs, RecDataset
-from tru.models.base import FUSION_BRANCH, ID_BRANCH, Batch, Recommender, bpr_loss
+from tru.models.base import FUSION_BRANCH, ID_BRANCH, Batch, Recommender, bpr_loss, seeded
 from tru.models.graph import sym_norm_bipartite
 
 TEXT = "text"
@@ -141,6 +145,17 @@ class GlobalTransformer(nn.Module):
         return self.att_weight * (att @ x) + (1.0 - self.att_weight) * x
 
 
+def _id_tables(n_users: int, n_items: int, d: int, use_item_emb: bool) -> dict[str, nn.Embedding]:
+    """The ID tables, N(0, 1/d), the first draws after the seed (shared by the constructor and
+    :meth:`MIGGT.initial_rows`, so the same seed gives the same rows)."""
+    out = {"user_embedding": nn.Embedding(n_users, d)}
+    nn.init.normal_(out["user_embedding"].weight, std=d**-0.5)
+    if use_item_emb:
+        out["item_embedding"] = nn.Embedding(n_items, d)
+        nn.init.normal_(out["item_embedding"].weight, std=d**-0.5)
+    return out
+
+
 class MIGGT(Recommender):
     name = "miggt"
     TABLES = {"user_embedding": "user", "item_embedding": "item"}
@@ -160,6 +175,7 @@ class MIGGT(Recommender):
         self.num_samples = int(c.get("num_samples", 10))
         self.eval_sample_seed = int(c.get("eval_sample_seed", 0))
         self.loss_reduction = str(c.get("loss_reduction", "mean"))
+        self.isolated_self_loop = bool(c.get("isolated_self_loop", False))
         if self.loss_reduction not in ("mean", "sum"):
             raise ValueError(
                 f"miggt config 'loss_reduction': expected 'mean' or 'sum', got {self.loss_reduction!r}"
@@ -182,11 +198,10 @@ class MIGGT(Recommender):
         if not use_id and not self.active:
             raise ValueError("miggt: every branch is switched off (all k_* < 0)")
 
-        self.user_embedding = nn.Embedding(self.n_users, d)
-        nn.init.normal_(self.user_embedding.weight, std=d**-0.5)
-        if bool(c.get("use_item_emb", False)):
-            self.item_embedding = nn.Embedding(self.n_items, d)
-            nn.init.normal_(self.item_embedding.weight, std=d**-0.5)
+        tables = _id_tables(self.n_users, self.n_items, d, bool(c.get("use_item_emb", False)))
+        self.user_embedding = tables["user_embedding"]
+        if "item_embedding" in tables:
+            self.item_embedding = tables["item_embedding"]
 
         anchor = TEXT if TEXT in dataset.features else next(iter(dataset.features))
         rp_dim = int(dataset.features[anchor].shape[1])
@@ -216,7 +231,14 @@ class MIGGT(Recommender):
     # ---------------------------------------------------------------- structures
     def rebuild(self, train: Pairs) -> None:
         """Â = D^{-1/2}(A + I)D^{-1/2} over users + items, from ``train`` only."""
-        adj = sym_norm_bipartite(train, self.n_users, self.n_items, self_loops=True, device=self.device)
+        adj = sym_norm_bipartite(
+            train,
+            self.n_users,
+            self.n_items,
+            self_loops=True,
+            device=self.device,
+            isolated_self_loops=self.isolated_self_loop,
+        )
         for f, t in sym_pattern_csr(adj).items():
             setattr(self, f"adj_{f}", t)
 
@@ -315,6 +337,20 @@ class MIGGT(Recommender):
         return self._losses(batch)[1]
 
     # ---------------------------------------------------------------- unlearning maps
+    def initial_rows(self, seed: int) -> dict[str, Tensor]:
+        """The ID tables as :func:`tru.models.build_backbone` draws them with ``seed`` (global RNG state
+        untouched). A user without a retained interaction is, in a model trained on D_r, an isolated
+        node: its ID-branch output is α·E_u (no self-loop, ``isolated_self_loop: false``), so only the
+        l2 term over every final row reaches its row, with a gradient of order l2_coef·α²·‖E_u‖/B, far
+        below Adam's ε: retraining leaves the row at its initial value up to a relative change measured
+        below 1 % (see the issue-9 report); the default :meth:`untrained_row_values` (the initial value)
+        applies."""
+        with seeded(seed):
+            tables = _id_tables(
+                self.n_users, self.n_items, self.embedding_dim, hasattr(self, "item_embedding")
+            )
+        return {f"{name}.weight": t.weight.detach() for name, t in tables.items()}
+
     def branches(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {ID_BRANCH: ["user_embedding"]}
         if hasattr(self, "item_embedding"):

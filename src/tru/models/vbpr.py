@@ -15,7 +15,16 @@ import torch
 from torch import Tensor, nn
 
 from tru.data.dataset import Pairs, RecDataset
-from tru.models.base import FUSION_BRANCH, ID_BRANCH, Batch, Recommender, bpr_loss, l2_reg
+from tru.models.base import FUSION_BRANCH, ID_BRANCH, Batch, Recommender, bpr_loss, l2_reg, seeded
+
+
+def _id_tables(n_users: int, n_items: int, d: int) -> tuple[nn.Embedding, nn.Embedding]:
+    """[γ_u; θ_u] (2d) and γ_i (d), Xavier-uniform: the first draws after the seed (shared by the
+    constructor and :meth:`VBPR.initial_rows`)."""
+    users, items = nn.Embedding(n_users, 2 * d), nn.Embedding(n_items, d)
+    nn.init.xavier_uniform_(users.weight)
+    nn.init.xavier_uniform_(items.weight)
+    return users, items
 
 
 class VBPR(Recommender):
@@ -26,10 +35,7 @@ class VBPR(Recommender):
         super().__init__(dataset, config)
         d = self.embedding_dim
         self.reg_weight = float(config.get("reg_weight", 1e-4))
-        self.user_embedding = nn.Embedding(self.n_users, 2 * d)
-        self.item_embedding = nn.Embedding(self.n_items, d)
-        nn.init.xavier_uniform_(self.user_embedding.weight)
-        nn.init.xavier_uniform_(self.item_embedding.weight)
+        self.user_embedding, self.item_embedding = _id_tables(self.n_users, self.n_items, d)
         for mod, feat in dataset.features.items():
             self.register_buffer(f"feat_{mod}", torch.as_tensor(feat, dtype=torch.float32), persistent=False)
             proj = nn.Linear(feat.shape[1], d)
@@ -62,6 +68,16 @@ class VBPR(Recommender):
         return self.reg_weight * l2_reg(
             u_all[batch.users], i_all[batch.pos], i_all[batch.neg], batch_size=len(batch.users)
         )
+
+    def initial_rows(self, seed: int) -> dict[str, Tensor]:
+        """The ID tables as :func:`tru.models.build_backbone` draws them with ``seed`` (global RNG state
+        untouched); a user never in a batch keeps this row (the regulariser covers batch rows only)."""
+        with seeded(seed):
+            users, items = _id_tables(self.n_users, self.n_items, self.embedding_dim)
+        return {
+            "user_embedding.weight": users.weight.detach(),
+            "item_embedding.weight": items.weight.detach(),
+        }
 
     def branches(self) -> dict[str, list[str]]:
         out = {ID_BRANCH: ["user_embedding", "item_embedding"], FUSION_BRANCH: []}

@@ -10,63 +10,30 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
+import numpy as np
 
-from tru.checkpoint import save_run
-from tru.config import ConfigError
+from tru.checkpoint import Lineage, save_run
 from tru.data.dataset import RecDataset
 from tru.eval.evaluator import evaluate_pairs
 from tru.forget.spec import ForgetSpec
 from tru.models import build_backbone
 from tru.models.base import Recommender
 from tru.train.trainer import Trainer, configure_determinism
+from tru.unlearn.config import UnlearnConfig
 from tru.unlearn.engine import count_changed, run_engine, snapshot
 from tru.unlearn.methods import METHODS
 from tru.unlearn.targets import forget_target
 from tru.utils import LOG, write_json
 
 
-def unlearn_config(model_config: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Packaged unlearn defaults ← the model config's ``unlearn`` section ← overrides; seed from the model."""
-    defaults = yaml.safe_load((resources.files("tru") / "configs" / "unlearn.yaml").read_text()) or {}
-    cfg = dict(defaults)
-    cfg.update(model_config.get("unlearn") or {})
-    cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    cfg.setdefault("seed", model_config.get("seed", 999))
-    return _checked(cfg, defaults)
-
-
-CHOICES = {"retain_scope": ("selected", "all")}
-
-
-def _checked(cfg: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """Every option the packaged defaults know must have the default's type: true / false for switches, a
-    number for numbers (YAML reads ``1e-3`` as a string: numeric strings are converted), one of
-    :data:`CHOICES` for enumerations. Raises ConfigError naming the option, the value and what was
-    expected; other keys pass through."""
-    for key, default in defaults.items():
-        value = cfg[key]
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"unlearning option '{key}': expected true or false, got {value!r}")
-        elif isinstance(default, int | float):
-            try:
-                number = float(value) if not isinstance(value, bool) else None
-            except (TypeError, ValueError):
-                number = None
-            if number is None or (isinstance(default, int) and not number.is_integer()):
-                kind = "an integer" if isinstance(default, int) else "a number"
-                raise ConfigError(f"unlearning option '{key}': expected {kind}, got {value!r}")
-            cfg[key] = int(number) if isinstance(default, int) else number
-        elif key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(
-                f"unlearning option '{key}': expected one of {list(CHOICES[key])}, got {value!r}"
-            )
-    return cfg
+def unlearn_config(model_config: dict[str, Any], overrides: dict[str, Any] | None = None) -> UnlearnConfig:
+    """The typed unlearning options: ``unlearn.yaml`` ← its ``per_backbone`` section ← the model config's
+    ``unlearn`` section ← ``overrides`` (see :class:`tru.unlearn.config.UnlearnConfig`); a bad or unknown
+    option is a ConfigError naming it. ``seed`` defaults to the model's."""
+    return UnlearnConfig.resolve(model_config, overrides)
 
 
 @dataclass
@@ -77,17 +44,41 @@ class UnlearnOutcome:
     metrics: dict[str, dict[str, float]]
 
 
+def prepare_start(model: Recommender, spec: ForgetSpec, cfg: UnlearnConfig) -> dict[str, np.ndarray]:
+    """The starting point of every iterative method, in place: the graphs rebuilt from D_r and, with
+    ``exact`` (tru-method.md §7a), the rows that retraining never trains set to what retraining with
+    ``cfg.seed`` leaves them (:meth:`~tru.models.base.Recommender.reset_untrained_rows`). Returns
+    parameter name -> the rows reset (the engine keeps them frozen)."""
+    model.rebuild(spec.retain)
+    return model.reset_untrained_rows(spec.retain, cfg.seed) if cfg.exact else {}
+
+
 def run_unlearning(
     method: str,
     original: Recommender,
     dataset: RecDataset,
     spec: ForgetSpec,
     model_config: dict[str, Any],
-    cfg: dict[str, Any],
+    cfg: UnlearnConfig | dict[str, Any],
+    *,
+    sensitivity: dict[str, Any] | None = None,
 ) -> UnlearnOutcome:
-    """Apply ``method`` to a copy of ``original`` (left untouched) and return the unlearned model."""
+    """Apply ``method`` to a copy of ``original`` (left untouched) and return the unlearned model.
+
+    ``cfg``: the typed options (:func:`unlearn_config`; a complete mapping is converted and checked).
+    Retrain trains from scratch on D_r with ``cfg.seed`` (the model's seed unless overridden), so two
+    seeds give two genuinely different retrained models. ``sensitivity``: the report of the pipeline's
+    sensitivity step (``sensitivity.json`` as written by :func:`tru.unlearn.sensitivity.run_sensitivity`),
+    whose ``selection`` ([{unit, part}, ...], checked against the forget set's ``forget_commitment``)
+    CLI then uses instead of probing again.
+
+    The report says ``no_update`` when the method returned its starting point (the rebuilt model with the
+    exact part): either the target was already met there, or every update was rolled back by the guard.
+    ``params_changed`` counts elements that differ from ``original``; ``params_updated`` those the
+    optimiser moved (from the starting point)."""
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}': expected one of {sorted(METHODS)}")
+    cfg = UnlearnConfig.from_dict(cfg)
     mod = METHODS[method]
     _warm_up_optimiser()
     t0 = time.perf_counter()
@@ -96,33 +87,38 @@ def run_unlearning(
     retained = spec.retained_dataset(dataset)
     ks = [int(k) for k in model_config.get("topk", [5, 10, 20, 50])]
     if not mod.ITERATIVE:
-        model = build_backbone(original.name, retained, model_config)
-        result = Trainer(model, retained, model_config).fit()
+        train_config = {**model_config, "seed": cfg.seed}
+        model = build_backbone(original.name, retained, train_config)
+        result = Trainer(model, retained, train_config).fit()
         report: dict[str, Any] = {
             "steps": sum(1 for _ in result.history),
             "stop_reason": "early stopping",
+            "seed": cfg.seed,
             "training": result.to_dict(),
         }
-        changed = n_total
+        changed = updated = n_total
+        no_update = False
     else:
         configure_determinism(original.device, bool(model_config.get("deterministic", True)))
-        target = forget_target(original, dataset, spec)
-        # same protocol as the checks during unlearning: D_r history masked
-        original_valid = evaluate_pairs(
-            original, dataset.n_users, dataset.n_items, spec.valid, spec.retain, [20]
-        )["recall@20"]
+        target = forget_target(original, dataset, spec, cfg.seed)
         model = copy.deepcopy(original)
-        model.rebuild(spec.retain)
-        res = run_engine(model, dataset, spec, cfg, mod.options(cfg), target, original_valid)
+        exact = prepare_start(model, spec, cfg)
+        start = snapshot(model)
+        res = run_engine(model, dataset, spec, cfg, mod.options(cfg), target, sensitivity, exact)
         changed = count_changed(before, model)
+        updated = count_changed(start, model)
+        no_update = res.no_update
         report = {
             "steps": res.steps,
+            "best_step": res.best_step,
             "stop_reason": res.stop_reason,
-            "forget_target": target,
-            "original_valid_recall@20": original_valid,
+            "exact_rows": {name: len(rows) for name, rows in exact.items()},
+            "forget_target": target.summary(),
+            "check_seconds": res.check_seconds,
             "history": res.history,
             "alpha_history": res.alpha_history,
             "sensitivity": res.sensitivity,
+            "sensitivity_reused": sensitivity is not None and res.sensitivity is not None,
         }
     seconds = time.perf_counter() - t0
     metrics = {
@@ -135,18 +131,21 @@ def run_unlearning(
         "method": method,
         "seconds": seconds,
         "params_changed": changed,
+        "params_updated": updated,
         "params_total": n_total,
+        "no_update": no_update,
         **report,
-        "config": cfg,
+        "config": cfg.to_dict(),
         "spec": spec.summary(dataset.n_items),
     }
     LOG.info(
-        "%s: %.2fs, %s steps, %d/%d parameters changed, stop: %s",
+        "%s: %.2fs, %s steps, %d/%d parameters changed (%d by the update), stop: %s",
         method,
         seconds,
         report["steps"],
         changed,
         n_total,
+        updated,
         report["stop_reason"],
     )
     return UnlearnOutcome(method, model, report, metrics)
@@ -168,8 +167,13 @@ def save_unlearned(
     dataset: RecDataset,
     spec: ForgetSpec,
     sensitivity_png: bool = True,
+    lineage: Lineage | None = None,
 ) -> Path:
-    """Write the unlearned run folder (checkpoint + unlearn.json + sensitivity heatmap when present)."""
+    """Write the unlearned run folder (checkpoint + unlearn.json + sensitivity heatmap when present).
+
+    The checkpoint records the requests of ``spec`` as forgotten (ids and a keyed commitment, never the
+    pairs) and ``lineage`` (default: kind ``retrain`` for the retrain method, else ``unlearn``)."""
+    kind = "retrain" if outcome.method == "retrain" else "unlearn"
     save_run(
         out,
         outcome.model,
@@ -177,7 +181,8 @@ def save_unlearned(
         dataset,
         train=spec.retain,
         metrics=outcome.metrics,
-        forget=spec.forget,
+        forgotten=spec.forgotten(),
+        lineage=lineage or Lineage(kind=kind, method=outcome.method),
         extra={"unlearn": {k: outcome.report[k] for k in ("method", "seconds", "steps", "params_changed")}},
     )
     report = dict(outcome.report)

@@ -13,20 +13,20 @@ which retained users depend heavily (large ψ_b), is damped.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from torch import Tensor
 
+from tru.unlearn.config import UnlearnConfig
+
 
 class BranchScaler:
-    def __init__(self, param_branch: dict[str, str], cfg: dict[str, Any]) -> None:
+    def __init__(self, param_branch: dict[str, str], cfg: UnlearnConfig) -> None:
         self.param_branch = param_branch
         self.branches = sorted(set(param_branch.values()))
-        self.decay = float(cfg.get("bms_decay", 0.9))
-        self.gamma = float(cfg.get("gamma", 1.0))
-        self.eta = float(cfg.get("eta", 0.5))
-        self.alpha_min = float(cfg.get("alpha_min", 0.1))
+        self.decay = cfg.bms_decay
+        self.gamma = cfg.gamma
+        self.eta = cfg.eta
+        self.alpha_min = cfg.alpha_min
         self.eps = 1e-12
         self.ema: dict[str, np.ndarray] = {}
         self.alpha: dict[str, float] = {b: 1.0 for b in self.branches}

@@ -1,22 +1,43 @@
-"""The reverse-update engine shared by finetune, gradient ascent, MMRecUn and TRU (tru-method.md §3–7).
+"""The reverse-update engine shared by finetune, gradient ascent, MMRecUn and TRU (tru-method.md §3–7a).
 
-Per step: a D_f batch and a D_r batch (separate seeded streams), the forget loss L_f (reverse BPR, the
-RFG loss, or ascent) and the retain loss L_r (the backbone's own loss on D_r), then one Adam step on
+The model arrives rebuilt on D_r (and, with ``exact``, with the rows retraining never trains already set:
+:meth:`~tru.models.base.Recommender.reset_untrained_rows`). Per step: a D_f batch and a D_r batch
+(separate seeded streams), the forget loss L_f (reverse BPR, the RFG loss, or ascent; TRU in the item
+regime adds the item-sink term L_sink), the retain loss L_r (the backbone's own loss on D_r), then one Adam
+step on
 
-    g = λ_f · α_b · M ⊙ ∇L_f + λ_r · M_r ⊙ ∇L_r
+    g = λ_f · α_b · M ⊙ ∇(L_f + w_s·L_sink) + λ_r · M_r ⊙ ∇L_r
 
 with α_b the BMS branch scales (1 when off) and M the CLI masks (all ones when off). With BMS off and the
 retain update confined to the same units, one backward of λ_f·L_f + λ_r·L_r gives g exactly, which is
 what MMRecUn does; so TRU with every component off *is* MMRecUn, bit for bit, and λ_f = 0 is fine-tuning.
-Stopping (checked every ``check_every`` steps): the forget target is met (per-pair HR@20 of D_f at or
-below the retrain-free target), the mean RFG gate falls below ``gate_stop``, valid Recall@20 of retained
-users falls under ``min_retain_ratio`` of the original's (the last good state is restored), or
-``max_steps``.
+
+Item sink (item regime, §7a): retrain samples the target items T as negatives for every user, so they sink
+in every ranking. For a batch of random retained pairs (v, i) ∈ D_r and t drawn uniformly from T:
+
+    L_sink = mean softplus(s_vt − s_vi)      (BPR with a target item as the negative; no floor)
+
+Checks (every ``check_every`` steps and once at the start, one evaluation-mode forward each; users
+sampled, ``check_users``, with a fixed sample): valid Recall@20 of retained users, and the rank
+percentiles of D_f pairs (:mod:`tru.eval.rank`) with their per-pair HR@20. Stopping:
+
+* ``stop_rule: rank``: the forget target is met when W₁(D_f percentiles, reference) ≤ ``rank_tolerance``,
+  or when the signed shift Δ = mean(ref) − mean(D_f) is ≤ 0 (the deleted pairs already rank at or below
+  the retrain-free reference: pushing further only over-forgets); for target items' pairs (item regime,
+  no retrain-free reference: see :class:`Checker`) when their percentiles stop moving (W₁ between two
+  checks ≤ ``rank_plateau``); ``hr``: per-pair HR@20 ≤ target.
+* Guard: valid Recall@20 below ``min_retain_ratio`` × the starting point's (after the rebuild) stops.
+* The mean RFG gate below ``gate_stop`` stops; ``max_steps`` stops.
+
+Whatever stops it, the engine returns the **best state so far** among the checks that passed the guard
+(rank rule: the smallest W₁; hr rule: the latest), the start included. When that is the start, the
+result is **no update** (``no_update``): the parameters are those of the starting point.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,27 +45,35 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn.functional import softplus
 
-from tru.data.dataset import RecDataset
-from tru.eval.evaluator import evaluate_pairs, per_pair_hit_rate
+from tru.data.dataset import Pairs, RecDataset
+from tru.eval.evaluator import evaluate_pairs
+from tru.eval.rank import rank_counts, rank_distance, wasserstein1
 from tru.forget.spec import ForgetSpec
 from tru.models.base import Recommender
 from tru.train.sampler import NegativeSampler
 from tru.unlearn.bms import BranchScaler
-from tru.unlearn.isolation import build_masks, probe, sensitivity_report
+from tru.unlearn.config import UnlearnConfig
+from tru.unlearn.isolation import build_masks, probe, selection_from_report, sensitivity_report
 from tru.unlearn.losses import FORGET_LOSSES, PairStream, pair_scores
 from tru.unlearn.rfg import RankingFusionGate
-from tru.utils import LOG
+from tru.unlearn.targets import ForgetTarget
+
+K = 20
 
 
 @dataclass
 class EngineOptions:
+    """Which terms and components a method uses (the numbers come from :class:`UnlearnConfig`)."""
+
     forget_loss: str = "reverse_bpr"
     lambda_f: float = 1.0
     lambda_r: float = 1.0
     rfg: bool = False
     bms: bool = False
     cli: bool = False
+    item_sink: bool = False
 
 
 @dataclass
@@ -55,7 +84,9 @@ class EngineResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     alpha_history: list[dict[str, Any]] = field(default_factory=list)
     sensitivity: dict[str, Any] | None = None
-    forget_target: float | None = None
+    best_step: int = 0
+    no_update: bool = False
+    check_seconds: float = 0.0
 
 
 def count_changed(before: dict[str, Tensor], model: Recommender) -> int:
@@ -68,87 +99,251 @@ def snapshot(model: Recommender) -> dict[str, Tensor]:
 
 
 def make_streams(
-    model: Recommender, spec: ForgetSpec, n_users: int, n_items: int, cfg: dict[str, Any]
-) -> tuple[PairStream, PairStream]:
+    model: Recommender,
+    spec: ForgetSpec,
+    n_users: int,
+    n_items: int,
+    cfg: UnlearnConfig,
+    skip_users: np.ndarray | None = None,
+) -> tuple[PairStream, PairStream | None]:
     """Seeded D_f and D_r batch streams (independent generators, so λ_f = 0 leaves the D_r stream as
-    fine-tuning draws it). Forget negatives avoid u's D_r and D_f items and the target items T."""
-    seed = int(cfg.get("seed", 0))
-    rng_f, rng_r = (np.random.default_rng([seed, k]) for k in (1, 2))
+    fine-tuning draws it). Forget negatives avoid u's D_r and D_f items and the target items T. D_f pairs
+    of ``skip_users`` (boolean mask over users) are left out; the forget stream is None when none is
+    left."""
+    rng_f, rng_r = (np.random.default_rng([cfg.seed, k]) for k in (1, 2))
     retain_sampler = NegativeSampler(spec.retain, n_users, n_items)
     forget_sampler = NegativeSampler(
         spec.retain, n_users, n_items, extra_excluded=spec.forget, excluded_items=spec.items
     )
-    bs_f, bs_r = int(cfg.get("forget_batch_size", 2048)), int(cfg.get("retain_batch_size", 2048))
+    forget = spec.forget if skip_users is None else spec.forget.subset(~skip_users[spec.forget.users])
     return (
-        PairStream(spec.forget, forget_sampler, bs_f, rng_f, model.device),
-        PairStream(spec.retain, retain_sampler, bs_r, rng_r, model.device),
+        PairStream(forget, forget_sampler, cfg.forget_batch_size, rng_f, model.device)
+        if len(forget)
+        else None,
+        PairStream(spec.retain, retain_sampler, cfg.retain_batch_size, rng_r, model.device),
     )
+
+
+def _exact_users(exact_rows: dict[str, np.ndarray], n_users: int) -> np.ndarray | None:
+    """Boolean mask of the users whose rows the exact part set (None when none)."""
+    if not exact_rows:
+        return None
+    mask = np.zeros(n_users, dtype=bool)
+    for rows in exact_rows.values():
+        mask[rows] = True
+    return mask
+
+
+def _row_masks(model: Recommender, rows: dict[str, np.ndarray]) -> dict[str, Tensor]:
+    """Parameter name -> a (n_rows, 1, ...) mask that is 0 on the given rows and 1 elsewhere."""
+    params = dict(model.named_parameters())
+    out = {}
+    for name, idx in rows.items():
+        p = params[name]
+        m = torch.ones(p.shape[0], *([1] * (p.dim() - 1)), dtype=p.dtype, device=p.device)
+        m[torch.as_tensor(idx, device=p.device)] = 0
+        out[name] = m
+    return out
+
+
+class ItemSinkStream:
+    """Batches (v, i, t): (v, i) uniform from D_r, t uniform from the target items T (the item-sink term)."""
+
+    def __init__(self, spec: ForgetSpec, batch_size: int, seed: int, device: torch.device) -> None:
+        self.retain = spec.retain
+        self.targets = np.asarray(spec.items, dtype=np.int64)
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng([seed, 4])
+        self.device = device
+
+    def next(self) -> tuple[Tensor, Tensor, Tensor]:
+        idx = self.rng.integers(0, len(self.retain), self.batch_size)
+        t = self.targets[self.rng.integers(0, len(self.targets), self.batch_size)]
+        to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)  # noqa: E731
+        return to(self.retain.users[idx]), to(self.retain.items[idx]), to(t)
+
+
+def item_sink_loss(u_all: Tensor, i_all: Tensor, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """L_sink = mean softplus(s_vt − s_vi): the target item t below the retained positive i for user v."""
+    v, i, t = batch
+    ue = u_all[v]
+    return softplus((ue * i_all[t]).sum(-1) - (ue * i_all[i]).sum(-1)).mean()
+
+
+class Checker:
+    """The checks of one run: fixed user samples, one evaluation-mode forward per check.
+
+    Valid Recall@20 on up to ``check_users`` retained valid users (D_r history masked); rank counts of the
+    D_f pairs of up to ``check_users`` affected users (D_r history and u's other deleted pairs masked),
+    from which the per-pair HR@20 follows, and, per kind of pair:
+
+    * pairs with a retrain-free reference (interaction pairs, deleted users' pairs): the rank distance to
+      the reference (``rank_w1``, ``rank_ks``, ``rank_shift``);
+    * pairs of target items (item regime): retraining trains them only as negatives and sinks them
+      towards the bottom of every ranking, where BPR with them as negatives converges; no retrain-free
+      model tells how far, so the target is that convergence: ``sink_move`` = W₁ between the target
+      pairs' percentiles at this check and at the previous one, met when ≤ ``rank_plateau``."""
+
+    def __init__(
+        self, dataset: RecDataset, spec: ForgetSpec, cfg: UnlearnConfig, target: ForgetTarget | None
+    ) -> None:
+        self.spec, self.cfg, self.target = spec, cfg, target
+        self.n_users, self.n_items = dataset.n_users, dataset.n_items
+        rng = np.random.default_rng([cfg.seed, 5])
+        self.valid = _user_sample(spec.valid, cfg.check_users, rng)
+        self.forget = _user_sample(spec.forget, cfg.check_users, rng)
+        self.sink = np.isin(self.forget.items, np.asarray(spec.items, np.int64))
+        self.has_ref = target is not None and len(target.percentiles) > 0 and bool((~self.sink).any())
+        self.has_sink = bool(self.sink.any())
+        self._previous_sink: np.ndarray | None = None
+        self.seconds = 0.0
+
+    def __call__(self, model: Recommender, step: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"step": step}
+        with model.eval_cache():
+            if len(self.valid):
+                row["valid_recall@20"] = evaluate_pairs(
+                    model, self.n_users, self.n_items, self.valid, self.spec.retain, [K]
+                )["recall@20"]
+            above, cand = rank_counts(model, self.forget, self.spec.retain, self.n_users, self.n_items)
+        row["forget_hr@20"] = float((above < K).mean()) if len(above) else math.nan
+        pct = above / np.maximum(cand, 1)
+        if self.has_ref:
+            assert self.target is not None
+            sel = ~self.sink if self.has_sink else slice(None)
+            row.update(rank_distance(pct[sel], self.target.percentiles).as_dict())
+        if self.has_sink:
+            now = pct[self.sink]
+            row["sink_pct_mean"] = float(now.mean())
+            if self._previous_sink is not None:
+                row["sink_move"] = wasserstein1(now, self._previous_sink)
+            self._previous_sink = now
+        self.seconds += time.perf_counter() - t0
+        return row
+
+    def met(self, row: dict[str, Any]) -> bool:
+        """Is the forget target met at this check (see the module docstring)?"""
+        if self.target is None or not self.cfg.stop_on_target:
+            return False
+        if self.cfg.stop_rule == "hr":
+            return bool(row["forget_hr@20"] <= self.target.hr)
+        if not (self.has_ref or self.has_sink):
+            return False
+        ok = True
+        if self.has_ref:
+            ok &= bool(row["rank_w1"] <= self.cfg.rank_tolerance or row["rank_shift"] <= 0)
+        if self.has_sink:
+            ok &= bool(row.get("sink_move", math.inf) <= self.cfg.rank_plateau)
+        return ok
+
+    def score(self, row: dict[str, Any]) -> float:
+        """Lower is better: W₁ to the reference (rank rule, stopping on the target, pairs with a reference);
+        otherwise the latest state that passed the guard."""
+        rank = self.cfg.stop_rule == "rank" and self.cfg.stop_on_target
+        if rank and self.has_ref and "rank_w1" in row:
+            return float(row["rank_w1"])
+        return -float(row["step"])
+
+
+def _user_sample(pairs: Pairs, n_users: int, rng: np.random.Generator) -> Pairs:
+    """The pairs of at most ``n_users`` users drawn without replacement (all when 0 or fewer)."""
+    users = np.unique(pairs.users)
+    if n_users <= 0 or len(users) <= n_users:
+        return pairs
+    keep = np.sort(rng.choice(users, n_users, replace=False))
+    return pairs.subset(np.isin(pairs.users, keep))
 
 
 def run_engine(
     model: Recommender,
     dataset: RecDataset,
     spec: ForgetSpec,
-    cfg: dict[str, Any],
+    cfg: UnlearnConfig,
     opts: EngineOptions,
-    forget_target: float | None,
-    original_valid: float | None,
+    target: ForgetTarget | None,
+    sensitivity: dict[str, Any] | None = None,
+    exact_rows: dict[str, np.ndarray] | None = None,
 ) -> EngineResult:
-    """Run the reverse update in place on ``model`` (already rebuilt on D_r)."""
+    """Run the reverse update in place on ``model`` (rebuilt on D_r, exact part applied). ``sensitivity``:
+    a report of the sensitivity step (:func:`tru.unlearn.sensitivity.run_sensitivity`) whose selection
+    CLI uses instead of probing again (re-probes after ``reprobe_epochs`` still probe). ``exact_rows``:
+    parameter name -> rows the exact part set; their gradient is zeroed at every step (they hold what
+    retraining leaves them), and D_f pairs of those users leave the forget loss (their scores come from a
+    row that no longer carries anything learnt: a reverse update through them only moves the items along
+    a random direction)."""
+    t0 = time.perf_counter()
     dev = model.device
     n_users, n_items = dataset.n_users, dataset.n_items
-    fstream, rstream = make_streams(model, spec, n_users, n_items, cfg)
-    rng_g = np.random.default_rng([int(cfg.get("seed", 0)), 3])
-    bs_r = rstream.batch_size
+    if len(spec.forget) == 0:
+        return EngineResult(0, 0.0, "empty forget set", no_update=True)
+    exact_rows = {k: v for k, v in (exact_rows or {}).items() if len(v)}
+    fstream, rstream = make_streams(model, spec, n_users, n_items, cfg, _exact_users(exact_rows, n_users))
+    frozen = _row_masks(model, exact_rows)
+    sink = (
+        ItemSinkStream(spec, cfg.item_sink_batch_size, cfg.seed, dev)
+        if opts.item_sink and len(spec.items)
+        else None
+    )
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     names = list(named)
-    lr = float(cfg.get("learning_rate", 1e-3))
-    retain_scope = str(cfg.get("retain_scope", "selected"))
-    split_grads = opts.bms or (opts.cli and retain_scope == "all")
-    optimizer = torch.optim.Adam(list(named.values()), lr=lr)
+    split_grads = opts.bms or (opts.cli and cfg.retain_scope == "all")
+    optimizer = torch.optim.Adam(list(named.values()), lr=cfg.learning_rate)
     outside_opt = (
-        torch.optim.Adam(list(named.values()), lr=lr * float(cfg.get("retain_lr_scale", 0.1)))
-        if opts.cli and retain_scope == "all"
+        torch.optim.Adam(list(named.values()), lr=cfg.learning_rate * cfg.retain_lr_scale)
+        if opts.cli and cfg.retain_scope == "all"
         else None
     )
     loss_fn = FORGET_LOSSES[opts.forget_loss]
-    gate = RankingFusionGate(spec, n_users, n_items, cfg, rng_g) if opts.rfg else None
+    gate = (
+        RankingFusionGate(spec, n_users, n_items, cfg, np.random.default_rng([cfg.seed, 3]))
+        if opts.rfg and fstream is not None
+        else None
+    )
     scaler = BranchScaler(model.parameter_branches(), cfg) if opts.bms else None
     masks: dict[str, Tensor | None] | None = None
-    sensitivity = None
-    max_steps = int(cfg.get("max_steps", 300))
-    check_every = max(1, int(cfg.get("check_every", 25)))
-    refresh_every = int(cfg.get("gate_refresh", 50))
-    batches_per_epoch = max(1, -(-len(spec.retain) // bs_r))
-    reprobe_steps = max(
-        int(cfg.get("reprobe_epochs", 2)) * batches_per_epoch, int(cfg.get("reprobe_min_steps", 100))
-    )
+    report = None
+    batches_per_epoch = max(1, -(-len(spec.retain) // rstream.batch_size))
+    reprobe_steps = max(cfg.reprobe_epochs * batches_per_epoch, cfg.reprobe_min_steps)
+    check = Checker(dataset, spec, cfg, target)
     history: list[dict[str, Any]] = []
     alpha_history: list[dict[str, Any]] = []
-    good_state = copy.deepcopy(model.state_dict())
-    stop_reason = "max_steps"
-    t0 = time.perf_counter()
-    step = 0
-    if len(spec.forget) == 0:
-        return EngineResult(0, 0.0, "empty forget set")
-    while step < max_steps:
-        if opts.cli and (masks is None or (reprobe_steps and step % reprobe_steps == 0 and step)):
-            parts = probe(model, spec, fstream, rstream, cfg)
-            masks = build_masks(model, parts, spec)
-            sensitivity = sensitivity_report(parts, cfg)
-        if gate is not None and step % refresh_every == 0:
+
+    with model.eval_cache():  # one evaluation-mode forward serves the start check and the first gate
+        start = check(model, 0)
+        if gate is not None:
             gate.refresh(model)
-        model.unlearning_mode(bool(cfg.get("dropout", False)))
-        bf, br = fstream.next(), rstream.next()
-        state = model.training_state()  # one forward pass serves both losses
-        if opts.lambda_f > 0:
-            u_all, i_all = model.state_embeddings(state)
+    history.append(start)
+    start_valid = start.get("valid_recall@20", math.nan)
+    best_state, best_step, best_score = copy.deepcopy(model.state_dict()), 0, check.score(start)
+    stop_reason = "max_steps"
+    step = 0
+    if check.met(start):
+        stop_reason = "forget target met at the start"
+    while step < cfg.max_steps and stop_reason == "max_steps":
+        if opts.cli and (masks is None or (reprobe_steps and step % reprobe_steps == 0 and step)):
+            parts = None
+            if masks is None and sensitivity is not None:
+                parts = selection_from_report(model, spec, sensitivity)
+            elif fstream is not None:
+                parts = probe(model, spec, fstream, rstream, cfg)
+            if parts is not None:
+                masks = build_masks(model, parts, spec)
+                report = sensitivity_report(parts, cfg)
+        model.unlearning_mode(cfg.dropout)
+        br = rstream.next()
+        state = model.training_state()  # one forward pass serves every loss of the step
+        u_all, i_all = model.state_embeddings(state)
+        l_f = torch.zeros((), device=dev)
+        if opts.lambda_f > 0 and fstream is not None:
+            bf = fstream.next()
             pos, neg = pair_scores(u_all, i_all, bf)
             l_f = gate.loss(bf, pos, neg, u_all, i_all) if gate is not None else loss_fn(pos, neg)
-        else:
-            l_f = torch.zeros((), device=dev)
+        if opts.lambda_f > 0 and sink is not None:
+            l_f = l_f + cfg.item_sink_weight * item_sink_loss(u_all, i_all, sink.next())
         l_r = model.loss_from_state(state, br)
         optimizer.zero_grad(set_to_none=True)
+        outside: dict[str, Tensor] = {}
         if not split_grads:
             (opts.lambda_f * l_f + opts.lambda_r * l_r).backward()
             if masks is not None:
@@ -167,35 +362,72 @@ def run_engine(
             if scaler is not None:
                 alpha = scaler.update(g_f, g_r, named)
                 g_f = scaler.scale(g_f)
-                if step % check_every == 0:
+                if step % cfg.check_every == 0:
                     alpha_history.append({"step": step, "alpha": dict(alpha)})
-            _set_grads(named, g_f, g_r, opts, masks, retain_scope, outside_opt)
+            outside = _set_grads(named, g_f, g_r, opts, masks, outside_opt is not None)
+        _zero_rows(named, frozen)
         optimizer.step()
         if outside_opt is not None:
+            for name, p in named.items():  # the same tensors: the main step has read its gradients
+                p.grad = outside.get(name)
+            _zero_rows(named, frozen)
             outside_opt.step()
         step += 1
-        if step % check_every == 0 or step == max_steps:
-            row, reason = _check(model, dataset, spec, step, gate, forget_target, original_valid, cfg)
-            row["loss_f"], row["loss_r"] = float(l_f.detach()), float(l_r.detach())
-            history.append(row)
-            LOG.info(
-                "unlearn step %d: %s",
-                step,
-                ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)),
-            )
-            if reason == "retain utility":
-                model.load_state_dict(good_state)
-                stop_reason = reason
-                break
-            good_state = copy.deepcopy(model.state_dict())
-            if reason:
-                stop_reason = reason
-                break
+        need_check = step % cfg.check_every == 0 or step == cfg.max_steps
+        need_refresh = gate is not None and step % cfg.gate_refresh == 0 and step < cfg.max_steps
+        if not (need_check or need_refresh):
+            continue
+        with model.eval_cache():  # one evaluation-mode forward serves the check and the gate refresh
+            row = check(model, step) if need_check else None
+            if need_refresh:
+                assert gate is not None
+                gate.refresh(model)
+        if row is None:
+            continue
+        row["loss_f"], row["loss_r"] = float(l_f.detach()), float(l_r.detach())
+        if gate is not None:
+            row["mean_gate"] = gate.mean_gate
+        history.append(row)
+        if row.get("valid_recall@20", math.inf) < cfg.min_retain_ratio * start_valid:
+            stop_reason = "retain utility"
+            break
+        score = check.score(row)
+        if score <= best_score:
+            best_state, best_step, best_score = copy.deepcopy(model.state_dict()), step, score
+        if check.met(row):
+            stop_reason = "forget target met"
+        elif gate is not None and gate.mean_gate < cfg.gate_stop:
+            stop_reason = "gate closed"
     if scaler is not None:
         alpha_history.append({"step": step, "alpha": dict(scaler.alpha)})
+    if best_step != step:
+        model.load_state_dict(best_state)
+    for p in model.parameters():
+        p.grad = None
+    no_update = best_step == 0
+    if no_update and step > 0:
+        stop_reason = f"no update ({stop_reason}: rolled back to the start)"
+    elif no_update:
+        stop_reason = f"no update ({stop_reason})"
     return EngineResult(
-        step, time.perf_counter() - t0, stop_reason, history, alpha_history, sensitivity, forget_target
+        step,
+        time.perf_counter() - t0,
+        stop_reason,
+        history,
+        alpha_history,
+        report,
+        best_step,
+        no_update,
+        check.seconds,
     )
+
+
+def _zero_rows(named: dict[str, Tensor], frozen: dict[str, Tensor]) -> None:
+    """Zero the gradient of the frozen rows (the exact part's)."""
+    for n, m in frozen.items():
+        g = named[n].grad if n in named else None
+        if g is not None:
+            g.mul_(m)
 
 
 def _apply_masks(named: dict[str, Tensor], masks: dict[str, Tensor | None]) -> None:
@@ -212,11 +444,11 @@ def _set_grads(
     g_r: dict[str, Tensor | None],
     opts: EngineOptions,
     masks: dict[str, Tensor | None] | None,
-    retain_scope: str,
-    outside_opt: torch.optim.Optimizer | None,
-) -> None:
-    """p.grad = λ_f·M⊙g_f + λ_r·M⊙g_r (retain inside the selection); with retain_scope ``all`` the
-    retain gradient outside the selection goes to a second optimiser at a reduced learning rate."""
+    with_outside: bool,
+) -> dict[str, Tensor]:
+    """p.grad = λ_f·M⊙g_f + λ_r·M⊙g_r (retain inside the selection); with retain_scope ``all``
+    (``with_outside``) the retain gradient outside the selection is returned, for a second optimiser at
+    a reduced learning rate."""
     outside: dict[str, Tensor] = {}
     for n, p in named.items():
         gf, gr = g_f.get(n), g_r.get(n)
@@ -232,39 +464,9 @@ def _set_grads(
                 total = sum(parts[1:], parts[0])
                 if m is not None:
                     total = total * m
-            if m is not None and gr is not None and outside_opt is not None:
+            if m is not None and gr is not None and with_outside:
                 outside[n] = opts.lambda_r * gr * (1 - m)
-        elif gr is not None and outside_opt is not None:
+        elif gr is not None and with_outside:
             outside[n] = opts.lambda_r * gr
         p.grad = total
-    if outside_opt is not None:  # same parameter order as ``named``
-        for name, p in zip(named, outside_opt.param_groups[0]["params"]):
-            p.grad = outside.get(name)
-
-
-def _check(
-    model: Recommender,
-    dataset: RecDataset,
-    spec: ForgetSpec,
-    step: int,
-    gate: RankingFusionGate | None,
-    forget_target: float | None,
-    original_valid: float | None,
-    cfg: dict[str, Any],
-) -> tuple[dict[str, Any], str]:
-    n_users, n_items = dataset.n_users, dataset.n_items
-    hr, _ = per_pair_hit_rate(model, n_users, n_items, spec.forget, spec.retain, 20)
-    row: dict[str, Any] = {"step": step, "forget_hr@20": hr}
-    reason = ""
-    if original_valid is not None:
-        valid = evaluate_pairs(model, n_users, n_items, spec.valid, spec.retain, [20])["recall@20"]
-        row["valid_recall@20"] = valid
-        if valid < float(cfg.get("min_retain_ratio", 0.97)) * original_valid:
-            return row, "retain utility"
-    if gate is not None:
-        row["mean_gate"] = gate.mean_gate
-        if gate.mean_gate < float(cfg.get("gate_stop", 0.05)):
-            reason = "gate closed"
-    if cfg.get("stop_on_target", True) and forget_target is not None and hr <= forget_target:
-        reason = "forget target met"
-    return row, reason
+    return outside

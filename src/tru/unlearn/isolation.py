@@ -27,6 +27,7 @@ from torch import Tensor
 
 from tru.forget.spec import ForgetSpec
 from tru.models.base import ID_BRANCH, Recommender
+from tru.unlearn.config import UnlearnConfig
 from tru.unlearn.losses import PairStream, pair_scores, reverse_bpr
 
 EPS = 1e-12
@@ -105,7 +106,7 @@ def probe(
     spec: ForgetSpec,
     forget_stream: PairStream,
     retain_stream: PairStream,
-    cfg: dict[str, Any],
+    cfg: UnlearnConfig,
 ) -> list[UnitPart]:
     """Accumulate forget / retain gradients over ``probe_batches`` batches and score every unit part.
 
@@ -119,11 +120,11 @@ def probe(
     named = dict(model.named_parameters())
     names = [n for n, p in named.items() if p.requires_grad]
     params = [named[n] for n in names]
-    model.unlearning_mode(bool(cfg.get("dropout", False)))
+    model.unlearning_mode(cfg.dropout)
     state = model.training_state()
     u_all, i_all = model.state_embeddings(state)
     loss_f = loss_r = torch.zeros((), device=model.device)
-    for _ in range(int(cfg.get("probe_batches", 20))):
+    for _ in range(cfg.probe_batches):
         bf, br = forget_stream.next(), retain_stream.next()
         loss_f = loss_f + reverse_bpr(*pair_scores(u_all, i_all, bf))
         loss_r = loss_r + model.loss_from_state(state, br)
@@ -148,10 +149,10 @@ def probe(
     return select([p for p, _ in parts], cfg)
 
 
-def select(parts: list[UnitPart], cfg: dict[str, Any]) -> list[UnitPart]:
+def select(parts: list[UnitPart], cfg: UnlearnConfig) -> list[UnitPart]:
     """Apply the selection rule (see module docstring); fills ``selected``, ``rank`` and ``reason``."""
-    ratio = float(cfg.get("capacity_ratio", 0.2))
-    top_free = int(cfg.get("top_free", 3))
+    ratio = cfg.capacity_ratio
+    top_free = cfg.top_free
     non_id = sum(p.n_params for p in parts if p.branch != ID_BRANCH)
     budget = ratio * non_id
     ranked = sorted(parts, key=lambda p: -p.score)
@@ -162,7 +163,7 @@ def select(parts: list[UnitPart], cfg: dict[str, Any]) -> list[UnitPart]:
         if p.branch == ID_BRANCH and p.part == "touched":
             p.selected, p.reason = True, "touched rows of an ID table"
     dense = [p for p in ranked if p.kind == "dense" and p.n_params]
-    if dense and dense[0].score > 0 and cfg.get("best_dense_first", True):
+    if dense and dense[0].score > 0 and cfg.best_dense_first:
         dense[0].selected, dense[0].reason = True, f"best dense unit (score rank {dense[0].rank})"
         used += dense[0].n_params
     for p in ranked:
@@ -199,14 +200,54 @@ def build_masks(model: Recommender, parts: list[UnitPart], spec: ForgetSpec) -> 
     return masks
 
 
-def sensitivity_report(parts: list[UnitPart], cfg: dict[str, Any]) -> dict[str, Any]:
+def sensitivity_report(parts: list[UnitPart], cfg: UnlearnConfig) -> dict[str, Any]:
+    """The probe's report: per-unit norms, scores, ranks and the selection. ``selection`` is the list of
+    selected (unit, part) pairs, which is all :func:`selection_from_report` needs (with the spec's
+    ``forget_commitment``, added by the sensitivity step) to rebuild the masks."""
     total = sum(p.n_params for p in parts)
     non_id = sum(p.n_params for p in parts if p.branch != ID_BRANCH)
+    ranked = sorted(parts, key=lambda p: p.rank)
     return {
-        "capacity_ratio": float(cfg.get("capacity_ratio", 0.2)),
-        "probe_batches": int(cfg.get("probe_batches", 20)),
+        "capacity_ratio": cfg.capacity_ratio,
+        "probe_batches": cfg.probe_batches,
         "params_total": total,
         "params_non_id": non_id,
         "params_selected": sum(p.n_params for p in parts if p.selected),
-        "units": [asdict(p) | {"label": p.label} for p in sorted(parts, key=lambda p: p.rank)],
+        "selection": [{"unit": p.unit, "part": p.part} for p in ranked if p.selected],
+        "units": [asdict(p) | {"label": p.label} for p in ranked],
     }
+
+
+class SelectionMismatch(ValueError):
+    """A sensitivity report that does not belong to this model or this forget set."""
+
+
+def selection_from_report(model: Recommender, spec: ForgetSpec, report: dict[str, Any]) -> list[UnitPart]:
+    """The unit parts of ``model`` with the selection of a sensitivity step's ``report`` (its
+    ``selection``: a list of {unit, part}), scores and ranks copied from its ``units`` for the record.
+    The touched rows are recomputed from ``spec`` (deterministic), so the report must have been made for
+    the same forget set: its ``spec.forget_commitment`` (or ``forget_commitment``) must equal ``spec``'s."""
+    want = (report.get("spec") or {}).get("forget_commitment") or report.get("forget_commitment")
+    have = spec.forget_commitment(model.n_items)
+    if want is not None and want != have:
+        raise SelectionMismatch(
+            f"sensitivity report made for forget set {str(want)[:12]}…, not this one ({have[:12]}…)"
+        )
+    if "selection" not in report:
+        raise SelectionMismatch("sensitivity report has no 'selection' (made by an older tru?)")
+    chosen = {(str(s["unit"]), str(s["part"])) for s in report["selection"]}
+    recorded = {(str(u["unit"]), str(u["part"])): u for u in report.get("units", [])}
+    parts = [p for p, _ in _unit_parts(model, touched_rows(spec, model.n_users, model.n_items))]
+    known = {(p.unit, p.part) for p in parts}
+    unknown = chosen - known
+    if unknown:
+        raise SelectionMismatch(f"sensitivity report selects units this model lacks: {sorted(unknown)}")
+    for p in parts:
+        rec = recorded.get((p.unit, p.part), {})
+        p.forget_norm = float(rec.get("forget_norm", 0.0))
+        p.retain_norm = float(rec.get("retain_norm", 0.0))
+        p.score = float(rec.get("score", 0.0))
+        p.rank = int(rec.get("rank", 0))
+        p.selected = (p.unit, p.part) in chosen
+        p.reason = str(rec.get("reason", "")) + " (from the sensitivity step)" if p.selected else ""
+    return parts

@@ -6,15 +6,14 @@ Every ``gate_refresh`` steps, for each user u of D_f (detached statistics):
 Per forget pair (u, i) with a sampled negative j:
   m_ui = (s_ui − τ_u)/σ_u,  g_ui = sigmoid(m_ui / T_g)  (detached)
   L_RFG = mean g_ui · [(1−β)·softplus(s_ui − s_uj) + β·softplus((s_ui − τ_u)/σ_u + δ)]
-and pairs already below floor_u are dropped (no push past where a never-trained model would put them).
+and pairs already below floor_u are dropped (no push past where a never-trained model would put them;
+``rfg_floor: false`` keeps them).
 Item regime: the listwise term is also applied to (v, t), t ∈ T, for users v who never interacted with t
 but rank it in their top-K_g (at most ``item_neighbours`` per target per refresh): persistence through
 neighbours.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from tru.data.dataset import Pairs
 from tru.eval.evaluator import iter_ranked, kth_scores
 from tru.forget.spec import ForgetSpec
 from tru.models.base import Batch, Recommender
+from tru.unlearn.config import UnlearnConfig
 
 
 def pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
@@ -44,17 +44,18 @@ def pairs_in(users: np.ndarray, items: np.ndarray, sorted_keys: np.ndarray, n_it
 
 class RankingFusionGate:
     def __init__(
-        self, spec: ForgetSpec, n_users: int, n_items: int, cfg: dict[str, Any], rng: np.random.Generator
+        self, spec: ForgetSpec, n_users: int, n_items: int, cfg: UnlearnConfig, rng: np.random.Generator
     ) -> None:
         self.spec = spec
         self.n_users, self.n_items = n_users, n_items
-        self.k = int(cfg.get("gate_k", 20))
-        self.temperature = float(cfg.get("gate_temperature", 0.5))
-        self.beta = float(cfg.get("beta", 0.5))
-        self.delta = float(cfg.get("delta", 0.0))
-        self.scale_items = int(cfg.get("scale_items", 1000))
-        self.floor_items = int(cfg.get("floor_items", 100))
-        self.item_neighbours = int(cfg.get("item_neighbours", 20))
+        self.k = cfg.gate_k
+        self.temperature = cfg.gate_temperature
+        self.beta = cfg.beta
+        self.delta = cfg.delta
+        self.scale_items = cfg.scale_items
+        self.floor_items = cfg.floor_items
+        self.item_neighbours = cfg.item_neighbours
+        self.use_floor = cfg.rfg_floor
         self.rng = rng
         self.users = spec.affected_users
         self.tau: Tensor | None = None
@@ -64,19 +65,21 @@ class RankingFusionGate:
         self.mean_gate = 1.0
         self.all_history = spec.retain.concat(spec.forget)
         self.history_keys = pair_keys(self.all_history.users, self.all_history.items, self.n_items)
+        self.retain_csr = spec.retain.csr(n_users, n_items)
+        self.seen_csr = self.all_history.csr(n_users, n_items)
+        self.candidates = np.setdiff1d(np.arange(n_users), spec.users)
 
     @torch.no_grad()
     def refresh(self, model: Recommender) -> None:
         """Recompute τ_u, σ_u, floor_u for the users of D_f, the mean gate over D_f, and (item regime)
         the neighbour pairs that still rank a target item in their top-K."""
         dev = model.device
-        retain_csr = self.spec.retain.csr(self.n_users, self.n_items)
-        tau = kth_scores(model, self.users, retain_csr, self.k)
+        tau = kth_scores(model, self.users, self.retain_csr, self.k)
         n_scale = min(self.scale_items, self.n_items)
         n_floor = min(self.floor_items, self.n_items)
         scale_idx = torch.as_tensor(self.rng.choice(self.n_items, n_scale, replace=False), device=dev)
         floor_idx = self.rng.choice(self.n_items, n_floor, replace=False)
-        seen = self.all_history.csr(self.n_users, self.n_items)
+        seen = self.seen_csr
         self.tau = torch.zeros(self.n_users, device=dev)
         self.sigma = torch.ones(self.n_users, device=dev)
         self.floor = torch.full((self.n_users,), -torch.inf, device=dev)
@@ -101,10 +104,8 @@ class RankingFusionGate:
     def _neighbours(self, model: Recommender) -> Pairs:
         """(v, t): users v with no interaction with target t who rank t in their top-K (D_r masked)."""
         targets = np.asarray(self.spec.items, dtype=np.int64)
-        candidates = np.setdiff1d(np.arange(self.n_users), self.spec.users)
-        retain_csr = self.spec.retain.csr(self.n_users, self.n_items)
         found_u, found_t = [], []
-        for rb in iter_ranked(model, candidates, retain_csr, self.k):
+        for rb in iter_ranked(model, self.candidates, self.retain_csr, self.k):
             top = rb.topk.cpu().numpy()
             row, col = np.nonzero(np.isin(top, targets))
             users, items = rb.users[row], top[row, col]
@@ -137,7 +138,7 @@ class RankingFusionGate:
         """L_RFG on a D_f batch (plus the item-regime neighbour term)."""
         assert self.floor is not None
         g = self.gate(batch.users, pos)
-        keep = (pos.detach() >= self.floor[batch.users]).float()
+        keep = (pos.detach() >= self.floor[batch.users]).float() if self.use_floor else torch.ones_like(pos)
         listwise = softplus(self.margin(batch.users, pos) + self.delta)
         term = (1 - self.beta) * softplus(pos - neg) + self.beta * listwise
         loss = (g * keep * term).sum() / max(len(pos), 1)

@@ -11,18 +11,33 @@ import numpy as np
 from tru.data.dataset import RecDataset
 from tru.forget.spec import ForgetSpec
 from tru.models.base import Recommender
-from tru.unlearn.engine import make_streams
+from tru.unlearn.config import UnlearnConfig
+from tru.unlearn.engine import _exact_users, make_streams
 from tru.unlearn.isolation import probe, sensitivity_report
 
 
-def run_sensitivity(model: Recommender, dataset: RecDataset, spec: ForgetSpec, cfg: dict[str, Any]) -> dict:
-    """Probe ``model`` (rebuilt on D_r, as the unlearning methods see it) and return the report."""
-    model.rebuild(spec.retain)
-    fstream, rstream = make_streams(model, spec, dataset.n_users, dataset.n_items, cfg)
+def run_sensitivity(
+    model: Recommender, dataset: RecDataset, spec: ForgetSpec, cfg: UnlearnConfig | dict[str, Any]
+) -> dict[str, Any]:
+    """Probe ``model`` as the unlearning methods see it (rebuilt on D_r; with ``exact`` the untrained
+    rows set, :func:`tru.unlearn.api.prepare_start`) and return the report. ``tru unlearn`` /
+    ``run_unlearning(..., sensitivity=report)`` reuse its ``selection`` instead of probing again; the
+    report carries ``forget_commitment`` so it is never applied to another forget set. ``model`` is
+    changed in place (rebuilt): pass a copy to keep it."""
+    from tru.unlearn.api import prepare_start
+
+    cfg = UnlearnConfig.from_dict(cfg)
+    exact = prepare_start(model, spec, cfg)
+    skip = _exact_users(exact, dataset.n_users)
+    fstream, rstream = make_streams(model, spec, dataset.n_users, dataset.n_items, cfg, skip)
+    commitment = spec.forget_commitment(dataset.n_items)
+    if fstream is None:  # every deleted pair belongs to a user the exact part reset
+        return {"skipped": "every D_f pair belongs to a row the exact part set", "selection": [],
+                "units": [], "params_selected": 0, "forget_commitment": commitment}  # fmt: skip
     parts = probe(model, spec, fstream, rstream, cfg)
     for p in model.parameters():
         p.grad = None
-    return sensitivity_report(parts, cfg)
+    return {**sensitivity_report(parts, cfg), "forget_commitment": commitment}
 
 
 def plot_sensitivity(report: dict[str, Any], path: Path) -> Path:

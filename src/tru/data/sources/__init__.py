@@ -2,7 +2,9 @@
 
 A source is a function ``build(out: Path, path: Path | None, **options) -> DatasetManifest`` that writes
 into ``out`` (an empty folder) through :func:`tru.data.dataset.write_dataset`. The manifest's ``source``
-field records the kind, its parameters, the seed and, for file-based sources, the sha256 of every input.
+field records the kind, its parameters, the seed and, for file-based sources, the sha256 of every input;
+its ``id_space`` the user / item id space (``write_dataset`` derives it, or takes it from an upstream
+manifest that declares one).
 :func:`tru.data.prepare.prepare_dataset` dispatches to them and makes the result appear atomically.
 
 This module holds the helpers the sources share; the sources themselves live in the submodules

@@ -113,4 +113,5 @@ def build(
         source["notes"] = "no rating column: filled with 1 (implicit feedback)"
     if upstream is not None:
         source["upstream"] = {"name": upstream.name, "source": upstream.source}
-    return write_dataset(out, name, table, features, source=source)
+    id_space = upstream.id_space if upstream is not None else None  # an erased upstream keeps its ids
+    return write_dataset(out, name, table, features, source=source, id_space=id_space)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from tru.unlearn.config import UnlearnConfig
 from tru.unlearn.engine import EngineOptions
 
 NAME = "finetune"
 ITERATIVE = True
 
 
-def options(cfg: dict[str, Any]) -> EngineOptions:
-    return EngineOptions("reverse_bpr", 0.0, float(cfg.get("lambda_r", 1.0)))
+def options(cfg: UnlearnConfig) -> EngineOptions:
+    return EngineOptions("reverse_bpr", 0.0, cfg.lambda_r)

@@ -1,23 +1,25 @@
 """TRU, Targeted Reverse Update: MMRecUn's objective plus the ranking fusion gate (``rfg``), branch-wise
-modality scaling (``bms``) and capacity-aware layer isolation (``cli``), each switchable, so that the
-ablations are runs of the same code (all three off reproduces MMRecUn exactly)."""
+modality scaling (``bms``), capacity-aware layer isolation (``cli``) and, in the item regime, the item-sink
+term (``item_sink``: the target items below retained positives for random retained users), each
+switchable, so that the ablations are runs of the same code (all off reproduces MMRecUn exactly). The exact
+part (``exact``) is the starting point of every iterative method, not a TRU component."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from tru.unlearn.config import UnlearnConfig
 from tru.unlearn.engine import EngineOptions
 
 NAME = "tru"
 ITERATIVE = True
 
 
-def options(cfg: dict[str, Any]) -> EngineOptions:
+def options(cfg: UnlearnConfig) -> EngineOptions:
     return EngineOptions(
         "reverse_bpr",
-        float(cfg.get("lambda_f", 1.0)),
-        float(cfg.get("lambda_r", 1.0)),
-        rfg=bool(cfg.get("rfg", True)),
-        bms=bool(cfg.get("bms", True)),
-        cli=bool(cfg.get("cli", True)),
+        cfg.lambda_f,
+        cfg.lambda_r,
+        rfg=cfg.rfg,
+        bms=cfg.bms,
+        cli=cfg.cli,
+        item_sink=cfg.item_sink,
     )

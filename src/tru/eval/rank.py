@@ -1,0 +1,129 @@
+"""Rank percentiles of held-out or deleted pairs and distances between their distributions.
+
+The rank percentile of a pair (u, i) in u's full ranking, each pair ranked alone among the items u never
+interacted with (``history`` masked, and u's other pairs of the same set masked):
+
+    p_ui = #{ j ∈ C_u : s_uj > s_ui } / |C_u|,     C_u = items \\ (history_u ∪ pairs_u)
+
+0 is the top of the ranking, 1 the bottom; ties count in the pair's favour (as per-pair HR@K does:
+hit@K ⟺ p_ui · |C_u| < K). Two sets of percentiles (the deleted pairs under a candidate model, and a
+reference: the same pairs under retrain, or the retrain-free reference of tru-method.md §7a) are compared
+by
+
+* the Wasserstein-1 distance W₁(P, Q) = ∫ |F_P(x) − F_Q(x)| dx (the mean absolute quantile difference),
+* the two-sample Kolmogorov–Smirnov statistic KS(P, Q) = sup_x |F_P(x) − F_Q(x)|,
+* the signed mean shift Δ = mean(Q) − mean(P) for candidate P and reference Q: Δ > 0 when the candidate
+  ranks the pairs higher than the reference (under-forgetting), Δ < 0 lower (over-forgetting).
+
+Everything is batched over users (one B × n_items score block at a time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tru.data.dataset import Pairs
+from tru.eval.evaluator import iter_ranked
+from tru.models.base import Recommender
+
+CHUNK_ELEMENTS = 16 * 2**20
+
+
+def rank_counts(
+    model: Recommender,
+    pairs: Pairs,
+    history: Pairs,
+    n_users: int,
+    n_items: int,
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(above, candidates) per pair, in ``pairs`` order: above = #{j ∈ C_u : s_uj > s_ui} and
+    candidates = |C_u| (see the module docstring). p_ui = above / candidates, and the per-pair hit at K
+    is above < K (:func:`tru.eval.evaluator.per_pair_hit_rate`'s s_ui ≥ τ_u). One score block per user
+    batch; each pair compared with its user's row (O(pairs × n_items), no sort)."""
+    above_out = np.zeros(len(pairs), dtype=np.int64)
+    cand_out = np.zeros(len(pairs), dtype=np.int64)
+    if len(pairs) == 0:
+        return above_out, cand_out
+    csr = history.csr(n_users, n_items)
+    order = np.argsort(pairs.users, kind="stable")
+    su, si = pairs.users[order], pairs.items[order]
+    users = np.unique(su)
+    for rb in iter_ranked(model, users, csr, 1, batch_size, keep_scores=True):
+        scores = rb.scores
+        assert scores is not None
+        lo, hi = np.searchsorted(su, rb.users[0], "left"), np.searchsorted(su, rb.users[-1], "right")
+        dev = scores.device
+        rows_t = torch.as_tensor(np.searchsorted(rb.users, su[lo:hi]), device=dev)
+        items_t = torch.as_tensor(si[lo:hi], device=dev)
+        s = scores[rows_t, items_t].clone()
+        scores[rows_t, items_t] = -torch.inf  # each pair ranked alone: u's pairs leave the candidates
+        n_cand = torch.isfinite(scores).sum(1)
+        above = torch.empty(len(s), dtype=torch.long, device=dev)
+        step = max(1, CHUNK_ELEMENTS // max(scores.shape[1], 1))
+        for a in range(0, len(s), step):
+            b = min(a + step, len(s))
+            above[a:b] = (scores[rows_t[a:b]] > s[a:b, None]).sum(1)
+        above_out[order[lo:hi]] = above.cpu().numpy()
+        cand_out[order[lo:hi]] = n_cand[rows_t].cpu().numpy()
+    return above_out, cand_out
+
+
+def rank_percentiles(
+    model: Recommender,
+    pairs: Pairs,
+    history: Pairs,
+    n_users: int,
+    n_items: int,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """p_ui = above / candidates for every pair (in ``pairs`` order); see the module docstring."""
+    above, cand = rank_counts(model, pairs, history, n_users, n_items, batch_size)
+    return above / np.maximum(cand, 1)
+
+
+def wasserstein1(a: np.ndarray, b: np.ndarray) -> float:
+    """W₁ between the empirical distributions of ``a`` and ``b`` (NaN when either is empty)."""
+    if len(a) == 0 or len(b) == 0:
+        return float("nan")
+    from scipy.stats import wasserstein_distance
+
+    return float(wasserstein_distance(a, b))
+
+
+def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
+    """sup_x |F_a(x) − F_b(x)| (two-sample KS statistic; NaN when either is empty)."""
+    if len(a) == 0 or len(b) == 0:
+        return float("nan")
+    xs = np.sort(np.concatenate([a, b]))
+    fa = np.searchsorted(np.sort(a), xs, "right") / len(a)
+    fb = np.searchsorted(np.sort(b), xs, "right") / len(b)
+    return float(np.abs(fa - fb).max())
+
+
+@dataclass(frozen=True)
+class RankDistance:
+    """Distance of a candidate's percentiles P to a reference Q: W₁, KS and the signed shift
+    Δ = mean(Q) − mean(P) (> 0: the candidate ranks the pairs higher than the reference)."""
+
+    w1: float
+    ks: float
+    shift: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"rank_w1": self.w1, "rank_ks": self.ks, "rank_shift": self.shift}
+
+
+def rank_distance(candidate: np.ndarray, reference: np.ndarray) -> RankDistance:
+    """:class:`RankDistance` of ``candidate`` percentiles to ``reference`` percentiles."""
+    if len(candidate) == 0 or len(reference) == 0:
+        nan = float("nan")
+        return RankDistance(nan, nan, nan)
+    return RankDistance(
+        wasserstein1(candidate, reference),
+        ks_statistic(candidate, reference),
+        float(np.mean(reference) - np.mean(candidate)),
+    )

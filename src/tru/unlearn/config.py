@@ -1,0 +1,198 @@
+"""The unlearning options, typed: one source of defaults (the packaged ``configs/unlearn.yaml``).
+
+:class:`UnlearnConfig` declares every option with its type and no default value: the values come only
+from ``unlearn.yaml``, so the engine, the methods and the probe read one set of numbers (before this
+class the engine's ``cfg.get(key, fallback)`` calls carried a second, different set). Layering, last
+wins:
+
+    unlearn.yaml  ←  unlearn.yaml's ``per_backbone[<backbone>]``  ←  the model config's ``unlearn:``
+    section  ←  explicit overrides (``--config``, ``--set``, pipeline parameters)
+
+``seed: null`` means the model's seed. Every value is checked against the declared type (a switch must be
+true / false, a number a number: numeric YAML strings such as ``1e-3`` are converted, an integer must be
+integral; an enumeration one of its choices); an unknown option is an error naming the closest known one
+(a typo is never silently ignored). :class:`UnlearnConfig` also reads as a mapping (``cfg["seed"]``,
+``dict(cfg)``), for callers that only pass it on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from functools import cache
+from importlib import resources
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from tru.config import ConfigError
+
+PER_BACKBONE = "per_backbone"
+
+
+@dataclass(frozen=True)
+class UnlearnConfig(Mapping[str, Any]):
+    """Every unlearning option (meanings and values: ``src/tru/configs/unlearn.yaml``)."""
+
+    seed: int
+    # optimisation
+    learning_rate: float
+    lambda_f: float
+    lambda_r: float
+    forget_batch_size: int
+    retain_batch_size: int
+    max_steps: int
+    dropout: bool
+    # the exact part (tru-method.md §7a)
+    exact: bool
+    # item regime: what retrain does to the target items for every user
+    item_sink: bool
+    item_sink_weight: float
+    item_sink_batch_size: int
+    # stopping and the retain guard
+    check_every: int
+    check_users: int
+    stop_on_target: bool
+    stop_rule: Literal["rank", "hr"]
+    rank_tolerance: float
+    rank_plateau: float
+    min_retain_ratio: float
+    # ranking fusion gate (§4)
+    rfg: bool
+    rfg_floor: bool
+    gate_refresh: int
+    gate_k: int
+    gate_temperature: float
+    beta: float
+    delta: float
+    scale_items: int
+    floor_items: int
+    item_neighbours: int
+    gate_stop: float
+    # branch-wise modality scaling (§5)
+    bms: bool
+    bms_decay: float
+    gamma: float
+    eta: float
+    alpha_min: float
+    # capacity-aware layer isolation (§6)
+    cli: bool
+    probe_batches: int
+    capacity_ratio: float
+    top_free: int
+    best_dense_first: bool
+    retain_scope: Literal["selected", "all"]
+    retain_lr_scale: float
+    reprobe_epochs: int
+    reprobe_min_steps: int
+
+    # ------------------------------------------------------------------ mapping view
+    def __getitem__(self, key: str) -> Any:
+        if key not in _field_names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_field_names())
+
+    def __len__(self) -> int:
+        return len(_field_names())
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> UnlearnConfig:
+        """A copy with ``changes`` applied (checked like any override)."""
+        return UnlearnConfig.from_dict({**self.to_dict(), **changes})
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def packaged() -> dict[str, Any]:
+        """The packaged ``unlearn.yaml`` as read (including its ``per_backbone`` section)."""
+        return dict(_packaged_yaml())
+
+    @classmethod
+    def defaults(cls, backbone: str | None = None, seed: int = 999) -> UnlearnConfig:
+        """The packaged defaults for ``backbone`` (its ``per_backbone`` section applied)."""
+        return cls.resolve({"model": backbone, "seed": seed} if backbone else {"seed": seed})
+
+    @classmethod
+    def resolve(
+        cls, model_config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+    ) -> UnlearnConfig:
+        """unlearn.yaml ← its per_backbone section for ``model_config['model']`` ← the model config's
+        ``unlearn`` section ← ``overrides`` (None values skipped); ``seed`` null → the model's seed."""
+        packaged = _packaged_yaml()
+        cfg = {k: v for k, v in packaged.items() if k != PER_BACKBONE}
+        backbone = model_config.get("model")
+        per = packaged.get(PER_BACKBONE) or {}
+        if backbone and backbone in per:
+            cfg.update(per[backbone])
+        cfg.update(model_config.get("unlearn") or {})
+        cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        if cfg.get("seed") is None:
+            cfg["seed"] = model_config.get("seed", 999)
+        return cls.from_dict(cfg)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> UnlearnConfig:
+        """Check every value against its declared type; every option must be present."""
+        if isinstance(values, UnlearnConfig):
+            return values
+        known = _field_names()
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"unknown unlearning option '{key}'{hint}")
+        missing = [k for k in known if k not in values]
+        if missing:
+            raise ConfigError(f"unlearning options missing: {', '.join(missing)}")
+        hints = _hints()
+        return cls(**{k: _coerce(k, values[k], hints[k]) for k in known})
+
+
+@cache
+def _packaged_yaml() -> dict[str, Any]:
+    text = (resources.files("tru") / "configs" / "unlearn.yaml").read_text()
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError("tru/configs/unlearn.yaml: expected a mapping")
+    return data
+
+
+@cache
+def _field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(UnlearnConfig))
+
+
+@cache
+def _hints() -> dict[str, Any]:
+    return get_type_hints(UnlearnConfig)
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """``value`` as ``kind`` (bool, int, float or a Literal of strings), or a ConfigError naming ``key``."""
+    if get_origin(kind) is Literal:
+        choices = list(get_args(kind))
+        if value not in choices:
+            raise ConfigError(f"unlearning option '{key}': expected one of {choices}, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"unlearning option '{key}': expected true or false, got {value!r}")
+        return value
+    if kind in (int, float):
+        number = None
+        if not isinstance(value, bool):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = None
+        if number is None or (kind is int and not number.is_integer()):
+            what = "an integer" if kind is int else "a number"
+            raise ConfigError(f"unlearning option '{key}': expected {what}, got {value!r}")
+        return int(number) if kind is int else number
+    raise TypeError(f"UnlearnConfig.{key}: unsupported type {kind!r}")  # pragma: no cover
