@@ -88,7 +88,10 @@ def test_the_register_step_refuses_a_mismatch_and_changes_nothing(
     plan = plan_run(tiny_world.requests, set(), start="trained")
     write_json(model / "plan.json", plan.to_dict())
     with pytest.raises(CertificateMismatch):
-        register(model, tiny_world.cert_pass, dataset_name="tiny", backbone="vbpr", data_version={})
+        register(
+            model, tiny_world.cert_pass, tiny_world.data, tiny_world.requests_csv, dataset_name="tiny",
+            backbone="vbpr", data_version={},
+        )  # fmt: skip
     client = MlflowClient(tracking_uri=mlflow_store.uri, registry_uri=mlflow_store.uri)
     assert client.search_registered_models() == []
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

@@ -70,7 +70,9 @@ def test_train_writes_metrics_and_checkpoint(trained: Path, workdir: Path, capsy
             for k in (5, 10, 20, 50):
                 assert 0.0 <= metrics[split][f"{m}@{k}"] <= 1.0
     run = json.loads((trained / "run.json").read_text())
-    assert run["data_fingerprint"] and run["config"]["seed"] == 5 and len(run["training"]["history"]) == 3
+    assert run["train_fingerprint"].startswith("hmac-sha256:") and run["features_fingerprint"]
+    assert run["forgotten"]["request_ids"] == [] and run["lineage"]["kind"] == "train"
+    assert run["config"]["seed"] == 5 and len(run["training"]["history"]) == 3
     capsys.readouterr()
     assert main(["evaluate", "--data", str(workdir / "data"), "--model", str(trained), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
@@ -174,6 +176,8 @@ def test_unlearn_and_sensitivity(trained: Path, workdir: Path, capsys) -> None:
                 "tru",
                 "--set",
                 "max_steps=10",
+                "--set",
+                "stop_on_target=false",
                 "--out",
                 str(out),
             ]
@@ -192,12 +196,15 @@ def test_unlearn_and_sensitivity(trained: Path, workdir: Path, capsys) -> None:
         "n_users_deleted",
         "n_items_deleted",
         "n_affected_users",
-        "forget_sha256",
-        "noops",
+        "forget_commitment",
+        "requests_commitment",
+        "n_noops",
     }
     capsys.readouterr()
     # the unlearned model is read back like a trained one (its graphs rebuilt from D_r)
-    assert main(["evaluate", "--data", data, "--model", str(out), "--json"]) == 0
+    assert main(["evaluate", "--data", data, "--model", str(out), "--json"]) == 2  # the rows are still there
+    assert "load it against the erased data version" in capsys.readouterr().err
+    assert main(["evaluate", "--data", data, "--model", str(out), "--requests", str(req), "--json"]) == 0
     assert "recall@20" in json.loads(capsys.readouterr().out)["test"]
 
 

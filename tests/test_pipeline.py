@@ -1,6 +1,9 @@
-"""The unlearning pipeline: the compiled IR YAML (tasks, edges, GPU resources, Kubernetes platform config,
-retries, caching, images), the CLI against a KFP server that is down, and one local end-to-end run on tiny
-data with a sqlite MLflow store, followed by a failed certificate that leaves the champion untouched."""
+"""The unlearning pipeline as a platform team sees it: the compiled IR YAML (tasks, edges, requests and
+limits, GPU placement, secrets, retries, caching, images tagged with the code version), and the cluster
+path up to the server: a stand-in KFP API receives the pipeline version named after the code, the run
+with the MLflow tracking URI and the repository URL, and reports its end state."""
+
+from __future__ import annotations
 
 import itertools
 import json
@@ -11,29 +14,19 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import make_tiny_frame
-
-pytest.importorskip("kfp")
-
-from pipelines import runner, unlearning
-
-from tru import cli
-from tru.commands import pipeline as pipeline_cmd
+from tru.cli import main
+from tru.kfp import pipeline as unlearning
+from tru.kfp import runner
 from tru.mlops import images
 
-CHAIN = ("ingest", "train", "sensitivity", "unlearn", "certify", "register")
-LENIENT = (
-    "mia_auc_tolerance: 1\nuser_mia_auc_tolerance: null\nretain_recall_min_ratio: 0\n"
-    "forget_hr_max_excess: 1\nforget_hr_max_deficit: 1\n"
-)
+from . import fake_kfp
 
-
-@pytest.fixture
-def tru_main(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``tru.cli.main`` with the pipeline group registered."""
-    if pipeline_cmd not in cli.GROUPS:
-        monkeypatch.setattr(cli, "GROUPS", (*cli.GROUPS, pipeline_cmd))
-    return cli.main
+CHAIN = ("resolve_revision", "ingest", "train", "sensitivity", "unlearn", "certify", "register")
+CLUSTER_PARAMS = {
+    "dataset": "lfm2k",
+    "repo": "https://git.example.org/data/tru-data.git",
+    "tracking_uri": "https://mlflow.example.org",
+}
 
 
 def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -41,35 +34,49 @@ def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return docs[0], (docs[1] if len(docs) > 1 else {})
 
 
-def test_compiled_yaml_structure(tmp_path: Path, tru_main: Any) -> None:
+@pytest.fixture
+def kfp_api() -> Any:
+    url, rec, server = fake_kfp.start()
+    try:
+        yield url, rec
+    finally:
+        server.shutdown()
+
+
+def test_compiled_yaml_structure(tmp_path: Path) -> None:
     out = tmp_path / "pipeline.yaml"
-    assert tru_main(["pipeline", "compile", "--out", str(out)]) == 0
+    assert main(["pipeline", "compile", "--out", str(out), "--image-pull-secret", "regcred"]) == 0
     spec, platform = _load(out)
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = {k.replace("-", "_"): v for k, v in spec["root"]["dag"]["tasks"].items()}
     assert set(tasks) == set(CHAIN)
     for before, after in itertools.pairwise(CHAIN):
-        assert before in tasks[after].get("dependentTasks", []), f"{before} → {after}"
+        assert before.replace("_", "-") in tasks[after].get("dependentTasks", []), f"{before} → {after}"
     execs = spec["deploymentSpec"]["executors"]
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["image"]["defaultValue"] == images.IMAGE_GPU
-    assert params["cpu_image"]["defaultValue"] == images.IMAGE_CPU
-    assert {"dataset", "backbone", "method", "policy", "data_rev", "epochs", "max_steps"} <= set(params)
+    code = images.code_version()
+    assert params["image"]["defaultValue"] == images.image("gpu") == f"ghcr.io/tru-ml/tru:{code}-gpu"
+    assert params["cpu_image"]["defaultValue"] == images.image("cpu")
+    assert (
+        params["data_rev"]["defaultValue"] == "HEAD" and params["tracking_uri"]["parameterType"] == "STRING"
+    )
+    assert {"repo", "generate_requests", "deadline_days", "confirm", "retrain"} <= set(params)
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name, task in tasks.items():
         ex = task["componentRef"]["name"].replace("comp-", "exec-")
         container = execs[ex]["container"]
         res = container["resources"]
         assert res["cpuRequest"] > 0 and res["memoryRequest"] > 0, name
+        assert res["cpuLimit"] >= res["cpuRequest"] and res["memoryLimit"] >= res["memoryRequest"], name
         image = "image" if name in unlearning.GPU_TASKS else "cpu_image"
         assert container["image"] == f"{{{{$.inputs.parameters['pipelinechannel--{image}']}}}}"
-        assert task["inputs"]["parameters"][f"pipelinechannel--{image}"]["componentInputParameter"] == image
-        assert "install_kfp_package" not in json.dumps(container) and "pip install" not in json.dumps(
-            container
-        )
-        assert task["cachingOptions"].get("enableCache", False) is (name != "register"), name
-        assert ("retryPolicy" in task) is (name in ("ingest", "train", "register")), name
+        assert "pip install" not in json.dumps(container)
+        cached = task["cachingOptions"].get("enableCache", False)
+        assert cached is (name not in ("resolve_revision", "train", "register")), name
+        assert ("retryPolicy" in task) is (name in unlearning.RETRY_TASKS), name
         plat = k8s.get(ex, {})
-        secrets = {s["secretName"]: s for s in plat.get("secretAsEnv", [])}
+        secrets: dict[str, list[dict[str, Any]]] = {}
+        for s in plat.get("secretAsEnv", []):
+            secrets.setdefault(s["secretName"], []).append(s)
         if name in unlearning.GPU_TASKS:
             acc = res["accelerator"]
             assert acc["resourceType"] == "nvidia.com/gpu" and acc["resourceCount"] == "1"
@@ -79,22 +86,87 @@ def test_compiled_yaml_structure(tmp_path: Path, tru_main: Any) -> None:
             ]
         else:
             assert "accelerator" not in res and "nodeSelector" not in plat
-        if name in ("ingest", "train", "register"):
-            keys = {m["envVar"] for m in secrets["tru-s3-credentials"]["keyToEnv"]}
-            assert keys == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}
-        if name in ("train", "register"):
-            assert secrets["tru-mlflow-credentials"]["optional"] is True
-        if name in ("sensitivity", "unlearn", "certify"):
-            assert not secrets
-    assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 2
+        if name in unlearning.S3_TASKS:  # keys required, the endpoint optional (AWS needs none)
+            by_optional = {
+                bool(s.get("optional")): {m["envVar"] for m in s["keyToEnv"]}
+                for s in secrets["tru-s3-credentials"]
+            }
+            assert by_optional == {False: {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
+                                   True: {"AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"}}  # fmt: skip
+        if name in unlearning.KEY_TASKS:  # one commitment / signing key for every task, required
+            (key,) = secrets["tru-commitment-key"]
+            assert not key.get("optional") and key["keyToEnv"][0]["envVar"] == "TRU_COMMITMENT_KEY"
+        if name in unlearning.GIT_TASKS:
+            assert secrets["tru-git-credentials"][0]["optional"] is True
+        if name in unlearning.MLFLOW_TASKS:
+            assert secrets["tru-mlflow-credentials"][0]["optional"] is True
+        assert [s["secretName"] for s in plat["imagePullSecret"]] == ["regcred"], name
+    # the tracking URI reaches every task that talks to MLflow, the repository and revision the data tasks
+    for name, wanted in (("train", "tracking_uri"), ("register", "tracking_uri"), ("ingest", "repo")):
+        assert tasks[name]["inputs"]["parameters"][wanted] == {"componentInputParameter": wanted}, name
+    assert (
+        tasks["ingest"]["inputs"]["parameters"]["rev"]["taskOutputParameter"]["producerTask"]
+        == "resolve-revision"
+    )
 
 
-def test_local_compile_leaves_out_cluster_settings(tmp_path: Path, tru_main: Any) -> None:
+def test_local_compile_leaves_out_cluster_settings(tmp_path: Path) -> None:
     out = tmp_path / "local.yaml"
-    assert tru_main(["pipeline", "compile", "--local", "--out", str(out)]) == 0
+    assert main(["pipeline", "compile", "--local", "--out", str(out)]) == 0
     spec, platform = _load(out)
     assert not platform
     assert "accelerator" not in json.dumps(spec["deploymentSpec"]) and "retryPolicy" not in json.dumps(spec)
+
+
+def test_submit_uploads_this_codes_version_and_follows_the_run(kfp_api: Any, monkeypatch) -> None:
+    url, rec = kfp_api
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", "t0ken")
+    out = runner.submit(url, {**CLUSTER_PARAMS, "data_rev": "abc123"}, namespace="team-a", wait=True)
+    assert out["state"] == "SUCCEEDED"
+    ((pid, versions),) = rec.versions.items()
+    assert rec.pipelines[pid]["display_name"] == unlearning.PIPELINE_NAME
+    assert versions[-1]["display_name"] == images.code_version()
+    package = rec.packages[out["pipeline_version_id"]].decode()
+    assert images.image("gpu") in package and "tru-commitment-key" in package
+    (run,) = rec.runs.values()
+    params = run["runtime_config"]["parameters"]
+    assert (
+        params["tracking_uri"] == CLUSTER_PARAMS["tracking_uri"] and params["repo"] == CLUSTER_PARAMS["repo"]
+    )
+    assert run["pipeline_version_reference"]["pipeline_version_id"] == out["pipeline_version_id"]
+    assert rec.experiments[run["experiment_id"]]["namespace"] == "team-a"
+    assert "Bearer t0ken" in rec.auth
+    # the same code again: the version is reused, not uploaded twice
+    runner.submit(url, CLUSTER_PARAMS)
+    assert len(rec.versions[pid]) == len(versions) and len(rec.runs) == 2
+    rec.final_state = "FAILED"
+    with pytest.raises(runner.PipelineError, match="ended FAILED"):
+        runner.submit(url, CLUSTER_PARAMS, wait=True)
+
+
+def test_cluster_runs_need_a_tracking_server_and_a_repository_url(kfp_api: Any, capsys) -> None:
+    url, rec = kfp_api
+    with pytest.raises(runner.PipelineError, match="needs --tracking-uri http"):
+        runner.submit(url, {**CLUSTER_PARAMS, "tracking_uri": ""})
+    with pytest.raises(runner.PipelineError, match="pod-local store"):
+        runner.schedule(url, "0 3 * * *", {**CLUSTER_PARAMS, "tracking_uri": "sqlite:///x.db"})
+    with pytest.raises(runner.PipelineError, match="needs --repo <git URL"):
+        runner.submit(url, {**CLUSTER_PARAMS, "repo": "/home/me/checkout"})
+    argv = ["pipeline", "submit", "--host", url, "--dataset", "lfm2k", "--repo", CLUSTER_PARAMS["repo"]]
+    assert main(argv) == 2 and "needs --tracking-uri" in capsys.readouterr().err
+    assert not rec.runs and not rec.pipelines  # refused before anything reached the server
+
+
+def test_schedule_resolves_the_revision_at_run_time(kfp_api: Any) -> None:
+    url, rec = kfp_api
+    out = runner.schedule(url, "0 3 * * *", CLUSTER_PARAMS)
+    (job,) = rec.recurring.values()
+    assert out["cron"] == "0 0 3 * * *" and job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
+    assert job["max_concurrency"] == "1" or job["max_concurrency"] == 1
+    params = job["runtime_config"]["parameters"]
+    assert "data_rev" not in params  # the default HEAD: resolve_revision turns it into a sha at each run
+    spec, _ = next(iter(yaml.safe_load_all(next(iter(rec.packages.values())).decode()))), None
+    assert spec["root"]["dag"]["tasks"]["resolve-revision"]["cachingOptions"] == {}
 
 
 def _closed_port() -> int:
@@ -103,71 +175,15 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_submit_and_schedule_report_a_server_that_is_down(
-    tru_main: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_submit_and_schedule_report_a_server_that_is_down(capsys: pytest.CaptureFixture[str]) -> None:
     host = f"http://127.0.0.1:{_closed_port()}"
-    assert tru_main(["pipeline", "submit", "--host", host, "--dataset", "lfm2k"]) == 2
+    base = ["--dataset", "lfm2k", "--repo", CLUSTER_PARAMS["repo"], "--tracking-uri", "http://m"]
+    assert main(["pipeline", "submit", "--host", host, *base]) == 2
     err = capsys.readouterr().err
     assert f"cannot reach the Kubeflow Pipelines API at {host}" in err and "nothing was submitted" in err
-    assert tru_main(["pipeline", "schedule", "--host", host, "--cron", "0 3 * * *"]) == 2
+    assert main(["pipeline", "schedule", "--host", host, "--cron", "0 3 * * *", *base]) == 2
     assert "cannot reach" in capsys.readouterr().err
-    assert tru_main(["pipeline", "schedule", "--host", host, "--cron", "3 * *"]) == 2
+    assert main(["pipeline", "schedule", "--host", host, "--cron", "3 * *", *base]) == 2
     assert "expected 5 fields" in capsys.readouterr().err
-    assert runner.normalise_cron("0 3 * * *") == "0 0 3 * * *"
     with pytest.raises(runner.PipelineError, match="unknown pipeline parameter"):
         runner.check_params({"datset": "x"})
-
-
-@pytest.mark.slow
-def test_local_run_end_to_end_then_failed_certificate_keeps_champion(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mlflow import MlflowClient
-
-    from tru.data.dataset import write_dataset
-    from tru.mlops import release_steps, tracking
-
-    df, feats = make_tiny_frame()
-    write_dataset(tmp_path / "tiny", "tiny", df, feats, source={"kind": "test"})
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("TRU_MLFLOW_ARTIFACTS", (tmp_path / "mlartifacts").as_uri())
-    monkeypatch.chdir(tmp_path)
-    params = dict(dataset="tiny", repo=str(tmp_path), backbone="vbpr", epochs=3, max_steps=20, policy=LENIENT,
-                  audit_seeds="0")  # fmt: skip
-    res = runner.run_local(params, root=tmp_path / "kfp")
-    assert res["promoted"] is True and res["champion"] == res["version"] == "1"
-    assert res["request_ids"] and all(r.startswith("gen-interaction-random-0-") for r in res["request_ids"])
-    client = MlflowClient(uri)
-    name = res["model_name"]
-    assert name == "tru-tiny-vbpr"
-    assert client.get_model_version(name, "1").tags["verdict"] == "certified"
-    run = client.get_run(res["run_id"])
-    assert run.data.tags["data_version.dataset_fingerprint"]
-    assert {"model/certificate.json", "model/report.html"} <= {
-        f.path for f in client.list_artifacts(res["run_id"], "model")
-    }
-    cert = json.loads(
-        Path(client.download_artifacts(res["run_id"], "model/certificate.json", str(tmp_path))).read_text()
-    )
-    eff = cert["efficiency"]  # the retrain made inside certify is the time reference
-    assert eff["reference_seconds_from"] == "retrained" and eff["reference_seconds"] > 0
-    assert 0 < eff["time_ratio"] == pytest.approx(eff["unlearned_seconds"] / eff["reference_seconds"])
-
-    # a failed certificate (impossible policy) on the same artifacts: registered, rejected, champion kept
-    (run_dir,) = Path(res["pipeline_root"]).iterdir()
-    data, reqs = run_dir / "ingest" / "data", run_dir / "ingest" / "deletion_requests"
-    cert = release_steps.certify(
-        data, run_dir / "train" / "model", run_dir / "unlearn" / "unlearned", reqs, tmp_path / "cert",
-        policy="retain_recall_min_ratio: 1000\n", retrain=False, seeds=(0,),
-    )  # fmt: skip
-    assert cert["passed"] is False
-    version = json.loads((run_dir / "ingest" / "info").read_text())["data_version"]
-    out = release_steps.register(run_dir / "unlearn" / "unlearned", tmp_path / "cert", dataset_name="tiny",
-                         backbone="vbpr", data_version=version)  # fmt: skip
-    assert out["promoted"] is False and out["version"] == "2" and out["champion"] == "1"
-    tracking.configure(uri)
-    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
-    tags = client.get_model_version(name, "2").tags
-    assert tags["verdict"] == "rejected" and "retain Recall@20" in tags["reasons"]

@@ -185,7 +185,8 @@ def test_non_train_pair(small: RecDataset) -> None:
     with pytest.raises(DataError) as exc:
         resolve_requests(small, reqs)
     msg = str(exc.value)
-    assert "request 'v': pair (0, 5) is not a train interaction (it is a valid pair)" in msg
+    assert "request 'v': its pair is not a train interaction (it is a valid pair)" in msg
+    assert "(0, 5)" not in msg  # messages name requests, never the ids of a pair to delete
     assert "(it is a test pair)" in msg and "(it is no interaction at all)" in msg
     spec = resolve_requests(small, [*reqs, req("ok", "interaction", 0, 0)], strict=False)
     assert spec.request_ids == ["ok"] and len(spec.noops) == 3 and all("no-op" in m for m in spec.noops)
@@ -215,10 +216,10 @@ def test_covered_requests_are_noops_naming_both(small: RecDataset) -> None:
     spec = resolve_requests(small, reqs)
     assert spec.request_ids == ["u0", "i2", "p3"] and spec.regime == "mixed"
     text = "\n".join(spec.noops)
-    assert "'p1': pair (0, 1) is covered by user request 'u0'" in text
-    assert "'p2': pair (1, 2) is covered by item request 'i2'" in text
-    assert "'p4': pair (4, 6) already deleted by request 'p3'" in text
-    assert "'u0b': user 0 already deleted by request 'u0'" in text
+    assert "'p1': its pair is covered by user request 'u0'" in text and "(0, 1)" not in text
+    assert "'p2': its pair is covered by item request 'i2'" in text
+    assert "'p4': its pair already deleted by request 'p3'" in text
+    assert "'u0b': its user is already deleted by request 'u0'" in text
 
 
 def test_empty_manifest_is_a_noop(tmp_path: Path, small: RecDataset) -> None:
@@ -274,7 +275,7 @@ def test_user_regime_removes_users_eval_rows(small: RecDataset) -> None:
 def test_item_regime_removes_items_eval_rows(small: RecDataset) -> None:
     spec = resolve_requests(small, [req("a", "item", item=0), req("b", "item", item=7)])
     assert spec.regime == "item" and spec.request_ids == ["a"]  # item 7 has no train row
-    assert any("'b': item 7 has no train interactions" in m and "0 valid / 1 test" in m for m in spec.noops)
+    assert any("'b': its item has no train interactions" in m and "0 valid / 1 test" in m for m in spec.noops)
     assert not np.isin(spec.test.items, [0, 7]).any() and len(spec.test) == 2
     assert len(spec.valid) == len(small.valid) and len(spec.forget) == 4
 
@@ -297,8 +298,8 @@ def test_interaction_regime_keeps_a_train_item_per_user(small: RecDataset) -> No
             ],
         )
     msg = str(exc.value)
-    assert "user 2: interaction requests a, b would delete all 2 train items" in msg
-    assert "user 3: interaction requests c" in msg and "file a user request instead" in msg
+    assert "interaction requests a, b would delete all 2 train items of their user" in msg
+    assert "interaction requests c would delete" in msg and "file a user request instead" in msg
     ok = resolve_requests(small, [req("u", "user", 3), req("c", "interaction", 3, 1)])  # covered: no error
     assert ok.request_ids == ["u"]
 

@@ -60,9 +60,12 @@ class CheckpointError(ValueError):
 
 
 def pairs_fingerprint(pairs: Pairs, n_items: int) -> str:
-    """sha256 of the sorted unique pair keys: identifies a train set independent of row order."""
-    keys = np.unique(pairs.keys(n_items)).astype("<i8")
-    return hashlib.sha256(keys.tobytes()).hexdigest()
+    """A keyed hash of the sorted unique pair keys (:func:`tru.forget.commitment.commit_pairs`): identifies
+    a train set independent of row order. Keyed, because an unsalted hash of the pre-deletion train set,
+    next to the erased data, would give a deleted pair away by enumeration."""
+    from tru.forget.commitment import commit_pairs
+
+    return commit_pairs(pairs.keys(n_items), n_items)
 
 
 def features_fingerprint(dataset: RecDataset) -> str:

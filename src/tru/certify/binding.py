@@ -123,8 +123,8 @@ class StatisticResult:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> StatisticResult:
-        lo, hi = (list(raw.get("bounds") or [None, None]) + [None, None])[:2]
-        ci = (list(raw.get("candidate_ci95") or [None, None]) + [None, None])[:2]
+        lo, hi = [*list(raw.get("bounds") or []), None, None][:2]
+        ci = [*list(raw.get("candidate_ci95") or []), None, None][:2]
         return cls(
             name=str(raw.get("name", "")),
             label=str(raw.get("label", "")),

@@ -21,7 +21,25 @@ once (a second retrain must pass all of them, not each one 95 % of the time).
 The artifact (``calibration.json``, signed like a certificate; ``null.png``) is reusable for later
 certificates of the same model (backbone + recipe) on the same data version, in the same regime, for
 forget sets whose size lies in its coverage [n / f, n · f] (pairs, and deleted users / items, f = 2 by
-default). Anything else is refused with a message that says what differs."""
+default). Anything else is refused with a message that says what differs.
+
+Artifact (``calibration.json``, format ``tru-calibration/1``, signed)::
+
+    format, created_at, code_version, calibrate_seconds, signature
+    dataset      {name, fingerprint, n_users, n_items}                         (the data version)
+    model        {backbone, recipe, recipe_sha256, original_weights_sha256, original_seed}
+    regime, forget_set {n_forget_pairs, n_units, unit, n_affected_users, forget_commitment,
+                        requests_commitment}
+    coverage     {factor, n_forget_pairs: [lo, hi], n_units: [lo, hi]}
+    k, seeds, retrains [{seed, weights_sha256, seconds, folder}]
+    bootstrap    {kind, n_boot, seed};  audit {seeds, max_pairs, max_users, design, notes}
+    statistics   {name: {label, sided, kind, formula}}
+    levels       {original, retrains: [...], retrain-free}: forget HR, AUCs, retain Recall / NDCG
+    null         {retrain | retrain-free: {samples: {name: [excess draws]},
+                                           seed_values: {name: [signed b = 0 values]},
+                                           original: {name: [signed values vs each reference]}}}
+    tolerances   {policy, retrain | retrain-free: {level, statistics: {name: {quantiles, quantile_plain,
+                  null_median, null_max, floor, tolerance, floored, original_excess}}}}"""
 
 from __future__ import annotations
 
@@ -81,8 +99,8 @@ def forget_units(spec: ForgetSpec) -> int:
 def coverage_of(n_pairs: int, n_units: int, factor: float) -> dict[str, Any]:
     return {
         "factor": factor,
-        "n_forget_pairs": [int(math.ceil(n_pairs / factor)), int(math.floor(n_pairs * factor))],
-        "n_units": [int(math.ceil(n_units / factor)), int(math.floor(n_units * factor))],
+        "n_forget_pairs": [math.ceil(n_pairs / factor), math.floor(n_pairs * factor)],
+        "n_units": [math.ceil(n_units / factor), math.floor(n_units * factor)],
     }
 
 
@@ -156,7 +174,7 @@ class Calibration:
             {
                 n: np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
                 for n, vals in raw["samples"].items()
-            },  # fmt: skip
+            },
             {n: list(v) for n, v in raw["seed_values"].items()},
             {n: list(v) for n, v in raw["original"].items()},
         )
@@ -201,10 +219,10 @@ class Calibration:
             dataset.n_items,
         ):
             raise CertifyError(
-                f"{where}: measured on data version {data['name']!r} (fingerprint {data['fingerprint'][:12]}…, "
-                f"{data['n_users']} × {data['n_items']}), not on this data ({dataset.name!r}, fingerprint "
-                f"{dataset.fingerprint[:12]}…, {dataset.n_users} × {dataset.n_items}): calibrate again on this "
-                "data version"
+                f"{where}: measured on data version {data['name']!r} (fingerprint "
+                f"{data['fingerprint'][:12]}…, {data['n_users']} × {data['n_items']}), not on this data "
+                f"({dataset.name!r}, fingerprint {dataset.fingerprint[:12]}…, {dataset.n_users} × "
+                f"{dataset.n_items}): calibrate again on this data version"
             )
         model = d["model"]
         if model["backbone"] != backbone or model["recipe_sha256"] != recipe_sha256(config):
@@ -365,18 +383,15 @@ def calibrate(
     design = stx.build_design(spec, nu, ni, seeds, opts.max_pairs, opts.max_users, opts.seed)
     o_run = original.run
     o_seed = training_seed(original)
-    ev_o = stx.model_evidence("original", o_run.model, o_run.train, o_seed, design, None, bs, True)
+    ev_o = stx.model_evidence("original", o_run.model, design, None, bs, keep_pair_stats=True)
     evs = [
-        stx.model_evidence(f"retrain-{i}", mr.run.model, mr.run.train, training_seed(mr), design, ev_o, bs)
-        for i, mr in enumerate(retrains)
+        stx.model_evidence(f"retrain-{i}", mr.run.model, design, ev_o, bs) for i, mr in enumerate(retrains)
     ]
     ev_o.diff = [np.full(len(stx.diff_eval_set(design)[0]), 0.5) for _ in design.diff_folds]
     ent = fg.entity_mask(spec)
     pool_ent = np.isin(design.forget.users, spec.users) | np.isin(design.forget.items, spec.items)
     proxy = fg.reinit_proxy(o_run.model, spec, o_seed)[0] if ent.any() else None
-    ev_f = stx.retrain_free_evidence(
-        o_run.model, o_run.train, ev_o, proxy, o_seed, spec, design, pool_ent, bs
-    )
+    ev_f = stx.retrain_free_evidence(o_run.model, o_run.train, ev_o, proxy, spec, design, pool_ent, bs)
     weights = stx.poisson_weights(nu, opts.n_boot, opts.seed + 1)
     lv = [stx.levels(ev, design, weights) for ev in evs]
     lv_f = stx.levels(ev_f, design, weights)
@@ -463,7 +478,7 @@ def calibrate(
         "statistics": {
             s.name: {"label": s.label, "sided": s.sided, "kind": s.kind, "formula": s.formula}
             for s in stx.STATS
-        },  # fmt: skip
+        },
         "levels": {
             "original": _levels_b0(ev_o, design),
             "retrains": [_levels_b0(ev, design) for ev in evs],
@@ -485,6 +500,9 @@ def calibrate(
                     "tolerance": _r(tol[n]),
                     "floor": policy.floor(n),
                     "floored": tol[n] <= policy.floor(n) + 1e-12,
+                    "quantiles": {
+                        str(qq): _r(float(np.nanquantile(ns.samples[n], qq))) for qq in (0.5, 0.9, 0.95, 0.99)
+                    },
                     "null_median": _r(float(np.nanmedian(ns.samples[n]))),
                     "null_max": _r(float(np.nanmax(ns.samples[n]))),
                     "original_excess": [
@@ -587,9 +605,16 @@ def run_calibration(
             names = [str(mr.folder) for mr in given]
             names += [f"{RETRAINS_DIR}/seed-{s}" if save_retrains else None for s in seeds]
             cal = calibrate(
-                dataset, spec, original, [*given, *trained], seeds=audit_seeds, options=options,
-                policy=policy, coverage_factor=coverage_factor, retrain_folders=names,
-            )  # fmt: skip
+                dataset,
+                spec,
+                original,
+                [*given, *trained],
+                seeds=audit_seeds,
+                options=options,
+                policy=policy,
+                coverage_factor=coverage_factor,
+                retrain_folders=names,
+            )
         finally:
             if not save_retrains:
                 import shutil

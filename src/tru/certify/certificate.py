@@ -26,6 +26,25 @@ is itself within tolerance on every forgetting statistic); else ``passed``. ``pa
 true only for the verdict ``passed``. A candidate whose parameters equal the original's, or the original
 after only the rebuild from D_r (graphs, and the exact part's row reset), is labelled "rebuild only".
 
+Document (``certificate.json``, format ``tru-certificate/2``; typed by
+:class:`tru.certify.binding.Certificate`)::
+
+    format, passed, verdict, candidate, models, reasons, evidence, regime, requests   (the lifecycle's)
+    tolerances      "calibrated (revision 2)" | "fixed (revision 1 policy; no calibration)"
+    statistics      [{name, label, kind, sided, formula, candidate, candidate_ci95, candidate_level,
+                      reference_level, original, second_retrain, second_retrain_source,
+                      second_retrain_range, bounds [lo, hi], bound_text, tolerance, floor, null_quantile,
+                      tolerance_source, checked, passed, original_passed, second_retrain_passed,
+                      normalised {candidate, original, second_retrain}, message}]
+    inconclusive    {min_forget_pairs, n_forget_pairs, too_small, original_is_pre_deletion, level,
+                     quantile_level, original_within_tolerance, original_outside, ...}
+    calibration     {sha256, folder, k, seeds, regime, forget_set, coverage, n_boot, same_forget_set,
+                     level} | null
+    update          {label: updated | rebuild only | unchanged, rebuild_only, params_changed_measured,
+                     params_changed_vs_rebuilt, why}
+    checks, policy, dataset, original, unlearned, retrained, second_retrained, reference, closeness,
+    efficiency, mia, user_mia, audit, notes, code_version, created_at, certify_seconds, signature
+
 The certificate holds counts, request ids and keyed commitments of D_f, never the deleted interactions;
 it is signed last (:func:`tru.certify.binding.sign`)."""
 
@@ -306,6 +325,10 @@ class Audit:
     levels: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def user_auc(self, name: str, ref: str) -> np.ndarray:
+        """The user-level AUC of model ``name`` under the attack trained on ``ref`` (per weight row)."""
+        return stx.user_mia_aucs(self.evidence[name], self.evidence[ref], self.design, self.weights)[0]
+
     def compare(self, cand: str, ref: str, rows: int | None = None) -> dict[str, np.ndarray]:
         w = self.weights if rows is None else self.weights[:rows]
         lc = {k: v[: len(w)] for k, v in self.levels[cand].items()}
@@ -327,15 +350,11 @@ def run_audit(
     design = stx.build_design(spec, nu, ni, seeds, opts.max_pairs, opts.max_users, opts.seed)
     o = runs["original"]
     ev: dict[str, stx.Evidence] = {}
-    ev["original"] = stx.model_evidence(
-        "original", o.run.model, o.run.train, training_seed(o), design, None, bs, keep_pair_stats=True
-    )
+    ev["original"] = stx.model_evidence("original", o.run.model, design, None, bs, keep_pair_stats=True)
     ev["original"].diff = [np.full(len(stx.diff_eval_set(design)[0]), 0.5) for _ in design.diff_folds]
     for name, mr in runs.items():
         if name != "original":
-            ev[name] = stx.model_evidence(
-                name, mr.run.model, mr.run.train, training_seed(mr), design, ev["original"], bs
-            )
+            ev[name] = stx.model_evidence(name, mr.run.model, design, ev["original"], bs)
     audit = Audit(design, stx.poisson_weights(nu, opts.n_boot, opts.seed + 1), ev, notes=list(design.notes))
     if retrain_free:
         ent = fg.entity_mask(spec)
@@ -348,7 +367,7 @@ def run_audit(
                 "entries set to what retraining leaves them"
             )
         ev["retrain-free"] = stx.retrain_free_evidence(
-            o.run.model, o.run.train, ev["original"], proxy, opts.seed, spec, design, pool_ent, bs
+            o.run.model, o.run.train, ev["original"], proxy, spec, design, pool_ent, bs
         )
     for name, e in ev.items():
         audit.levels[name] = stx.levels(e, design, audit.weights)
@@ -359,8 +378,9 @@ def _f(x: Any) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _message(name: str, ok: bool, v: float | None, bounds: Bounds, lc: float | None, lr: float | None,
-             ref_name: str) -> str:  # fmt: skip
+def _message(
+    name: str, ok: bool, v: float | None, bounds: Bounds, lc: float | None, lr: float | None, ref_name: str
+) -> str:
     verdict = "ok" if ok else "FAILED"
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
     what = {
@@ -437,8 +457,11 @@ def assess(
             vals = [x for x in null.seed_values.get(n, []) if x is not None]
             sv_range = [min(vals), max(vals)] if vals else None
         lk = LEVEL_KEY[n]
-        lc = _f(audit.levels[candidate][lk][0]) if lk else None
-        lr = _f(audit.levels[ref][lk][0]) if lk else None
+        if n == "user_mia_auc_gap":
+            lc, lr = _f(audit.user_auc(candidate, ref)[0]), _f(audit.user_auc(ref, ref)[0])
+        else:
+            lc = _f(audit.levels[candidate][lk][0]) if lk else None
+            lr = _f(audit.levels[ref][lk][0]) if lk else None
         t = tol.get(n)
         if calibration is None and bounds.hi is not None:
             t = bounds.hi - centre if st.sided != "lower" else None
@@ -604,11 +627,13 @@ def certify(
         }
         block.update(fg.forget_efficacy(mr.run.model, spec, nu, ni, bs))
         block.update(fg.retain_utility(mr.run.model, spec, nu, ni, bs))
-        lv = audit.levels[name]
-        for key, lk in (("mia_auc", "mia_auc"), ("user_mia_auc", "user_mia_auc"), ("diff_auc", "diff_auc")):
-            if _f(lv[lk][0]) is not None:
-                block[key] = _f(lv[lk][0])
-                block[f"{key}_ci95"] = stx.interval(lv[lk][1:])
+        lv = dict(audit.levels[name])
+        if audit.design.user is not None:
+            lv["user_mia_auc"] = audit.user_auc(name, ref)
+        for key in ("mia_auc", "user_mia_auc", "diff_auc"):
+            if key in lv and _f(lv[key][0]) is not None:
+                block[key] = _f(lv[key][0])
+                block[f"{key}_ci95"] = stx.interval(lv[key][1:])
         ev = audit.evidence[name]
         block["forget_rank_pct_mean"] = float(np.mean(ev.forget_pct)) if len(ev.forget_pct) else None
         blocks[name] = block
@@ -623,11 +648,9 @@ def certify(
             mia_audits[name] = _roc_block(ev.mia, sets, lv["mia_auc"])
         elif ev.mia_const is not None:
             mia_audits[name] = {"auc": ev.mia_const, "ci95": [ev.mia_const, ev.mia_const], "constant": True}
-        if ev.user_mia is not None and audit.design.user is not None:
-            ud = audit.design.user
-            user_audits[name] = _roc_block(
-                ev.user_mia, [(ud.users(), ud.labels())] * len(ev.user_mia), lv["user_mia_auc"]
-            )
+        if ev.user_feats is not None and audit.design.user is not None:
+            ua = audit.user_auc(name, ref)
+            user_audits[name] = {"auc": _f(ua[0]), "ci95": stx.interval(ua[1:]), "attack_trained_on": ref}
 
     # efficiency
     u_meta = unlearned.unlearn or {}
@@ -689,9 +712,10 @@ def certify(
         "retain_recall@20": _f(lr["retain_recall"][0]),
         "retain_ndcg@20": _f(lr["retain_ndcg"][0]),
     }
-    for key, lk in (("user_mia_auc", "user_mia_auc"), ("diff_auc", "diff_auc")):
-        if _f(lr[lk][0]) is not None:
-            reference[key] = _f(lr[lk][0])
+    if _f(lr["diff_auc"][0]) is not None:
+        reference["diff_auc"] = _f(lr["diff_auc"][0])
+    if audit.design.user is not None:
+        reference["user_mia_auc"] = _f(audit.user_auc(ref, ref)[0])
     if retrained is not None:
         for name in ("unlearned", "original"):
             closeness[name] = fg.closeness(
@@ -708,19 +732,39 @@ def certify(
 
     # checks and the verdict
     checks: list[dict[str, Any]] = [
-        {"name": r["name"], "passed": bool(r["passed"]), "value": r["candidate"], "bound": r["bound_text"],
-         "message": r["message"]}
-        for r in rows if r["checked"]
-    ]  # fmt: skip
+        {
+            "name": r["name"],
+            "passed": bool(r["passed"]),
+            "value": r["candidate"],
+            "bound": r["bound_text"],
+            "message": r["message"],
+        }
+        for r in rows
+        if r["checked"]
+    ]
     if retrained is None and not policy.allow_retrain_free:
-        checks.append(_check("retrain_required", False, None, "a retrained model",
-                             "policy requires a retrain comparison: FAILED"))  # fmt: skip
+        checks.append(
+            _check(
+                "retrain_required",
+                False,
+                None,
+                "a retrained model",
+                "policy requires a retrain comparison: FAILED",
+            )
+        )
     if policy.max_time_ratio is not None:
         ratio = efficiency.get("time_ratio")
         ok = ratio is not None and ratio <= policy.max_time_ratio
-        checks.append(_check("time_ratio", ok, ratio, f"≤ {policy.max_time_ratio:g}",
-                             f"unlearning seconds / retrain seconds: {'ok' if ok else 'FAILED'} "
-                             f"({'n/a' if ratio is None else f'{ratio:.4f}'} vs ≤ {policy.max_time_ratio:g})"))  # fmt: skip
+        checks.append(
+            _check(
+                "time_ratio",
+                ok,
+                ratio,
+                f"≤ {policy.max_time_ratio:g}",
+                f"unlearning seconds / retrain seconds: {'ok' if ok else 'FAILED'} "
+                f"({'n/a' if ratio is None else f'{ratio:.4f}'} vs ≤ {policy.max_time_ratio:g})",
+            )
+        )
     fp_r = pairs_fingerprint(spec.retain, ni)
     for name, mr in (("unlearned", unlearned), ("retrained", retrained)):
         what = "the retain set D_r = D \\ D_f of these requests"
@@ -755,8 +799,8 @@ def certify(
         }
         if retrained is None and cal_summary["same_forget_set"]:
             notes.append(
-                "the calibration was measured on this very forget set: its retrains are this forget set's, so "
-                "this retrain-free verdict had retrain evidence behind its tolerances"
+                "the calibration was measured on this very forget set: its retrains are this forget set's, "
+                "so this retrain-free verdict had retrain evidence behind its tolerances"
             )
     summary = spec.summary(ni)
     doc: dict[str, Any] = {
@@ -792,7 +836,8 @@ def certify(
             "user_features": list(mia.USER_FEATURES),
             "diff_features": list(stx.DIFF_FEATURES),
             "attack": "logistic regression on standardised features (scikit-learn)",
-            "user_non_members": "never-seen users: retained users made never-seen in a copy of each model",
+            "user_attack": "trained on the reference (its deleted users are never-seen non-members) vs "
+            "retained member users, cross-fitted over user folds",
             "intervals": f"user-clustered Poisson bootstrap, {opts.n_boot} rows",
             "pools": audit.design.counts(),
         },
@@ -816,8 +861,9 @@ def _check(name: str, ok: bool, value: float | None, bound: str, message: str) -
     return {"name": name, "passed": bool(ok), "value": value, "bound": bound, "message": message}
 
 
-def _roc_block(scores: list[np.ndarray], sets: Sequence[tuple[np.ndarray, np.ndarray]],
-               lv: np.ndarray) -> dict[str, Any]:  # fmt: skip
+def _roc_block(
+    scores: list[np.ndarray], sets: Sequence[tuple[np.ndarray, np.ndarray]], lv: np.ndarray
+) -> dict[str, Any]:
     """AUC (user-weighted point estimate), its user-clustered interval, per-seed AUCs and seed 0's ROC."""
     ones = [stx.weighted_auc(s, lab, np.ones((1, len(s))))[0] for s, (_, lab) in zip(scores, sets)]
     fpr, tpr, _ = roc_curve(sets[0][1], scores[0])
@@ -873,7 +919,7 @@ def verdict_agreement(
             "reasons": reasons,
             "statistics": {
                 r["name"]: {k: r[k] for k in ("candidate", "original", "bounds", "passed")} for r in rows
-            },  # fmt: skip
+            },
             "power": power,
         }
     out["agree"] = out["retrain"]["verdict"] == out["retrain_free"]["verdict"]
@@ -994,6 +1040,16 @@ def run_certification(
         else None
     )
     return certify(
-        dataset, spec, original, unlearned, retrained, policy, seeds, out_dir, options, overwrite,
-        calibration=cal, second_retrained=second,
-    )  # fmt: skip
+        dataset,
+        spec,
+        original,
+        unlearned,
+        retrained,
+        policy,
+        seeds,
+        out_dir,
+        options,
+        overwrite,
+        calibration=cal,
+        second_retrained=second,
+    )

@@ -6,7 +6,6 @@ All score blocks come from :func:`tru.eval.evaluator.iter_ranked` (``model.eval_
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from torch import Tensor
 from tru.data.dataset import Pairs
 from tru.eval.evaluator import RankedBatch, csr_rows, evaluate_pairs, iter_ranked, per_pair_hit_rate
 from tru.forget.spec import ForgetSpec
-from tru.models.base import ID_BRANCH, Recommender
+from tru.models.base import Recommender
+from tru.unlearn.proxy import entity_mask, reinit_proxy  # noqa: F401  (re-exported: the certificate uses them)
 
 K = 20
 RETAIN_KS = (10, 20)
@@ -152,47 +152,6 @@ def closeness(
 
 
 # ------------------------------------------------------------------------------------- retrain-free
-def entity_mask(spec: ForgetSpec) -> np.ndarray:
-    """Which D_f pairs belong to a deleted user or a target item (the rest are interaction requests)."""
-    return np.isin(spec.forget.users, spec.users) | np.isin(spec.forget.items, spec.items)
-
-
-def reinit_proxy(model: Recommender, spec: ForgetSpec, seed: int = 0) -> tuple[Recommender, int]:
-    """A copy of ``model`` that never saw the deleted users / items as far as its own rows go: graphs
-    rebuilt from D_r; the rows of users without a retained interaction set to what retraining with
-    ``seed`` leaves them (:meth:`~tru.models.base.Recommender.untrained_row_values`, the exact part of
-    tru-method.md §7a; a table the backbone gives no value for is re-drawn); the ID-table rows of the
-    target items (axis ``item``; retraining trains them as negatives) re-drawn from the backbones'
-    initial distribution, Xavier-uniform U(−b, b), b = √(6 / (n_rows + d)). Returns the copy and the
-    number of parameters set."""
-    proxy = copy.deepcopy(model)
-    proxy.rebuild(spec.retain)
-    params = dict(proxy.named_parameters())
-    gen = torch.Generator().manual_seed(int(seed))
-    users = proxy.untrained_users(spec.retain)
-    exact = proxy.untrained_row_values(users, int(seed)) if len(users) else {}
-    changed = 0
-    for unit in proxy.layer_units():
-        if unit.branch != ID_BRANCH or unit.kind != "table" or unit.axis not in ("user", "item"):
-            continue
-        rows = users if unit.axis == "user" else spec.items
-        if len(rows) == 0:
-            continue
-        for name in unit.params:
-            p = params[name]
-            if p.dim() != 2:
-                continue
-            if name in exact:
-                fresh = exact[name]
-            else:
-                bound = math.sqrt(6.0 / (p.shape[0] + p.shape[1]))
-                fresh = (torch.rand((len(rows), p.shape[1]), generator=gen) * 2 - 1) * bound
-            with torch.no_grad():
-                p[torch.as_tensor(rows, device=p.device)] = fresh.to(p.device, p.dtype)
-            changed += fresh.numel()
-    return proxy, changed
-
-
 def retrain_free_forget_target(
     original: Recommender,
     original_train: Pairs,

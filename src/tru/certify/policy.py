@@ -76,8 +76,11 @@ class Policy:
         return float(getattr(self, f"floor_{statistic}", 0.0))
 
     def floors(self) -> dict[str, float]:
-        return {f.name.removeprefix("floor_"): float(getattr(self, f.name)) for f in fields(self)
-                if f.name.startswith("floor_")}  # fmt: skip
+        return {
+            f.name.removeprefix("floor_"): float(getattr(self, f.name))
+            for f in fields(self)
+            if f.name.startswith("floor_")
+        }
 
 
 _OPTIONAL = {"user_mia_auc_tolerance", "max_time_ratio"}
@@ -135,103 +138,8 @@ def load_policy(path: Path | str | None) -> Policy:
     return policy_from_dict(raw, str(path))
 
 
-@dataclass
-class Check:
-    name: str
-    passed: bool
-    value: float | None
-    bound: str
-    message: str
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
-
-
 def _missing(x: float | None) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def run_checks(
-    policy: Policy,
-    unlearned: dict[str, Any],
-    reference: dict[str, Any],
-    ref_name: str,
-    efficiency: dict[str, Any] | None = None,
-    retrain_free: bool = False,
-) -> list[Check]:
-    """Apply every threshold. ``unlearned`` and ``reference`` hold ``mia_auc``, ``forget_hr@20``,
-    ``retain_recall@20`` and optionally ``user_mia_auc``; a value needed by a check but missing fails it."""
-    checks: list[Check] = []
-
-    def add(name: str, ok: bool, value: float | None, bound: str, what: str) -> None:
-        verdict = "ok" if ok else "FAILED"
-        checks.append(Check(name, bool(ok), value, bound, f"{what}: {verdict} ({_fmt(value)} vs {bound})"))
-
-    if retrain_free and not policy.allow_retrain_free:
-        add("retrain_required", False, None, "a retrained model", "policy requires a retrain comparison")
-
-    def need(*vals: float | None) -> bool:
-        return not any(_missing(v) for v in vals)
-
-    u_auc, r_auc = unlearned.get("mia_auc"), reference.get("mia_auc")
-    gap = abs(u_auc - r_auc) if need(u_auc, r_auc) else None
-    add(
-        "mia_auc",
-        gap is not None and gap <= policy.mia_auc_tolerance,
-        gap,
-        f"≤ {policy.mia_auc_tolerance:g}",
-        f"|MIA AUC − {ref_name}'s| = |{_fmt(u_auc)} − {_fmt(r_auc)}|",
-    )
-    if policy.user_mia_auc_tolerance is not None and (
-        "user_mia_auc" in unlearned or "user_mia_auc" in reference
-    ):
-        ua, ra = unlearned.get("user_mia_auc"), reference.get("user_mia_auc")
-        ugap = abs(ua - ra) if need(ua, ra) else None
-        add(
-            "user_mia_auc",
-            ugap is not None and ugap <= policy.user_mia_auc_tolerance,
-            ugap,
-            f"≤ {policy.user_mia_auc_tolerance:g}",
-            f"|user-level MIA AUC − {ref_name}'s| = |{_fmt(ua)} − {_fmt(ra)}|",
-        )
-    u_rec, r_rec = unlearned.get("retain_recall@20"), reference.get("retain_recall@20")
-    floor = policy.retain_recall_min_ratio * r_rec if need(r_rec) else None
-    add(
-        "retain_recall@20",
-        need(u_rec, floor) and u_rec >= floor,
-        u_rec,
-        f"≥ {policy.retain_recall_min_ratio:g} × {_fmt(r_rec)} = {_fmt(floor)}",
-        f"retain Recall@20 against {ref_name}'s",
-    )
-    u_hr, r_hr = unlearned.get("forget_hr@20"), reference.get("forget_hr@20")
-    ok = need(u_hr, r_hr)
-    hi = r_hr + policy.forget_hr_max_excess if ok else None
-    lo = r_hr - policy.forget_hr_max_deficit if ok else None
-    add(
-        "forget_hr@20_max",
-        ok and u_hr <= hi,
-        u_hr,
-        f"≤ {_fmt(r_hr)} + {policy.forget_hr_max_excess:g} = {_fmt(hi)}",
-        f"forget HR@20 (under-forgetting) against {ref_name}'s",
-    )
-    add(
-        "forget_hr@20_min",
-        ok and u_hr >= lo,
-        u_hr,
-        f"≥ {_fmt(r_hr)} − {policy.forget_hr_max_deficit:g} = {_fmt(lo)}",
-        f"forget HR@20 (over-forgetting) against {ref_name}'s",
-    )
-    if policy.max_time_ratio is not None:
-        ratio = (efficiency or {}).get("time_ratio")
-        add(
-            "time_ratio",
-            not _missing(ratio) and ratio <= policy.max_time_ratio,
-            ratio,
-            f"≤ {policy.max_time_ratio:g}",
-            "unlearning seconds / retrain seconds",
-        )
-    return checks
 
 
 # ---------------------------------------------------------------------------------- revision 2 bounds

@@ -84,41 +84,59 @@ NORM_FLOOR = 0.01  # normalised distances below this sit on the axis' left edge 
 def plot_statistics(cert: dict[str, Any]) -> bytes:
     """Per statistic (one row each), on one axis: the candidate, the original and a second retrain as
     multiples of the tolerance on their side (log scale; the tolerance is x = 1 for every row); a
-    statistic that is not checked shows its raw |value| with no line. Raw values are written beside."""
+    statistic that is not checked has no marker. The candidate's signed value is written beside."""
     rows = [r for r in cert.get("statistics") or [] if r.get("candidate") is not None]
     fig, ax = plt.subplots(figsize=(7.8, 0.55 * max(len(rows), 1) + 1.6))
-    marks = (
-        ("candidate", "o", MODEL_COLOURS["unlearned"], "candidate"),
-        ("original", "X", MODEL_COLOURS["original"], "original"),
-        ("second_retrain", "D", MODEL_COLOURS["retrained"], "second retrain"),
+    marks = (  # (key, marker, colour, label, vertical offset: the three never hide one another)
+        ("candidate", "o", MODEL_COLOURS["unlearned"], "candidate", 0.0),
+        ("original", "X", MODEL_COLOURS["original"], "original", -0.2),
+        ("second_retrain", "D", MODEL_COLOURS["retrained"], "second retrain", 0.2),
     )
     seen: set[str] = set()
     xmax = 2.0
     for y, r in enumerate(rows):
         norm = r.get("normalised") or {}
         checked = bool(r.get("checked"))
-        for key, marker, colour, label in marks:
-            v = norm.get(key) if checked else None
-            if not checked and r.get(key) is not None:
-                v = abs(r[key] - (1.0 if r.get("sided") == "lower" else 0.0)) / 0.02  # per 0.02, unchecked
+        for key, marker, colour, label, dy in marks:
+            v = norm.get(key) if checked else None  # a statistic without a tolerance: its value as text only
             if v is None:
                 continue
             x = max(float(v), NORM_FLOOR)
             xmax = max(xmax, x)
-            ax.scatter(x, y, marker=marker, s=60, c=colour, zorder=3, edgecolors="k", linewidths=0.4,
-                       label=label if label not in seen else None)  # fmt: skip
+            ax.scatter(
+                x,
+                y + dy,
+                marker=marker,
+                s=60,
+                c=colour,
+                zorder=3,
+                edgecolors="k",
+                linewidths=0.4,
+                label=label if label not in seen else None,
+            )
             seen.add(label)
         rng = r.get("second_retrain_range")
         tol = r.get("tolerance")
         if checked and rng and _ok(tol) and tol > 0:
             c = 1.0 if r.get("sided") == "lower" else 0.0
             lo, hi = (abs(v - c) / tol for v in rng)
-            ax.plot([max(min(lo, hi), NORM_FLOOR), max(lo, hi, NORM_FLOOR)], [y, y], c=MODEL_COLOURS["retrained"],
-                    lw=3, alpha=0.35, zorder=2)  # fmt: skip
+            ax.plot(
+                [max(min(lo, hi), NORM_FLOOR), max(lo, hi, NORM_FLOOR)],
+                [y + 0.2, y + 0.2],
+                c=MODEL_COLOURS["retrained"],
+                lw=3,
+                alpha=0.35,
+                zorder=2,
+            )
         status = "ok" if r.get("passed") else ("FAIL" if r.get("passed") is False else "–")
         tol_txt = f"tol {r['tolerance']:.3g}" if _ok(r.get("tolerance")) else "not checked"
-        ax.annotate(f"{r['candidate']:+.3f} ({tol_txt}, {status})", (1.02, y), xycoords=("axes fraction", "data"),
-                    fontsize=7, va="center")  # fmt: skip
+        ax.annotate(
+            f"{r['candidate']:+.3f} ({tol_txt}, {status})",
+            (1.02, y),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            va="center",
+        )
     ax.axvline(1.0, color="k", ls="--", lw=1, label="tolerance")
     ax.axvspan(NORM_FLOOR, 1.0, color="tab:green", alpha=0.08)
     ax.set_xscale("log")
@@ -128,8 +146,10 @@ def plot_statistics(cert: dict[str, Any]) -> bytes:
     ax.invert_yaxis()
     ax.set_xlabel("distance to the reference / tolerance (1 = the tolerance; log scale)")
     ref = (cert.get("reference") or {}).get("kind", "")
-    ax.set_title(f"Statistics against {ref}: verdict {cert.get('verdict', '')} ({cert.get('tolerances', '')})",
-                 fontsize=9)  # fmt: skip
+    ax.set_title(
+        f"Statistics against {ref}: verdict {cert.get('verdict', '')} ({cert.get('tolerances', '')})",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3, axis="x")
     return _png(fig)
@@ -152,20 +172,45 @@ def plot_null(cal: dict[str, Any]) -> bytes:
         if not _ok(tol) or tol <= 0 or len(draws) == 0:
             continue
         x = np.maximum(draws / tol, NORM_FLOOR)
-        ax.scatter(x, y + rng.uniform(-0.2, 0.2, len(x)), s=3, c="tab:green", alpha=0.25,
-                   label="null draws (retrain vs retrain)" if y == 0 else None)  # fmt: skip
+        ax.scatter(
+            x,
+            y + rng.uniform(-0.2, 0.2, len(x)),
+            s=3,
+            c="tab:green",
+            alpha=0.25,
+            label="null draws (retrain vs retrain)" if y == 0 else None,
+        )
         if _ok(st.get("quantile_plain")):
-            ax.plot([st["quantile_plain"] / tol] * 2, [y - 0.3, y + 0.3], c="tab:olive", lw=2,
-                    label="plain 95 % quantile" if y == 0 else None)  # fmt: skip
+            ax.plot(
+                [st["quantile_plain"] / tol] * 2,
+                [y - 0.3, y + 0.3],
+                c="tab:olive",
+                lw=2,
+                label="plain 95 % quantile" if y == 0 else None,
+            )
         orig = [v for v in st.get("original_excess") or [] if v is not None]
         if orig:
             xo = np.maximum(np.array(orig) / tol, NORM_FLOOR)
             xmax = max(xmax, float(xo.max()))
-            ax.scatter(xo, [y] * len(xo), marker="X", s=60, c=MODEL_COLOURS["original"], edgecolors="k",
-                       linewidths=0.4, zorder=3, label="original vs each retrain" if y == 0 else None)  # fmt: skip
+            ax.scatter(
+                xo,
+                [y] * len(xo),
+                marker="X",
+                s=60,
+                c=MODEL_COLOURS["original"],
+                edgecolors="k",
+                linewidths=0.4,
+                zorder=3,
+                label="original vs each retrain" if y == 0 else None,
+            )
         xmax = max(xmax, float(x.max()))
-        ax.annotate(f"tol {tol:.3g}{' (floor)' if st.get('floored') else ''}", (1.02, y),
-                    xycoords=("axes fraction", "data"), fontsize=7, va="center")  # fmt: skip
+        ax.annotate(
+            f"tol {tol:.3g}{' (floor)' if st.get('floored') else ''}",
+            (1.02, y),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            va="center",
+        )
     ax.axvline(1.0, color="k", ls="--", lw=1, label="tolerance")
     ax.set_xscale("log")
     ax.set_xlim(NORM_FLOOR * 0.8, xmax * 1.5)
@@ -173,9 +218,11 @@ def plot_null(cal: dict[str, Any]) -> bytes:
     ax.set_ylim(-0.6, len(names) - 0.4)
     ax.invert_yaxis()
     ax.set_xlabel("excess / tolerance (log scale)")
-    ax.set_title(f"Calibration null: K = {cal['k']} retrains, {cal['regime']} regime, "
-                 f"{cal['forget_set']['n_forget_pairs']} D_f pairs; joint level q = {level['level']:.3f}",
-                 fontsize=9)  # fmt: skip
+    ax.set_title(
+        f"Calibration null: K = {cal['k']} retrains, {cal['regime']} regime, "
+        f"{cal['forget_set']['n_forget_pairs']} D_f pairs; joint level q = {level['level']:.3f}",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3, axis="x")
     return _png(fig)
@@ -325,15 +372,18 @@ def render_html(cert: dict[str, Any], images: dict[str, bytes]) -> str:
         "img.wide{max-width:100%}",
         "</style></head><body>",
         f"<h1>Unlearning certificate: <span class='{cls}'>{_esc(verdict.upper())}</span></h1>",
-        f"<p>Evidence: <b>{_esc(cert['evidence'])}</b>. Tolerances: <b>{_esc(cert.get('tolerances', ''))}</b>. "
+        f"<p>Evidence: <b>{_esc(cert['evidence'])}</b>. "
+        f"Tolerances: <b>{_esc(cert.get('tolerances', ''))}</b>. "
         f"Regime: {_esc(cert['regime'])}. Backbone: {_esc(cert['unlearned'].get('backbone'))}. "
         f"Method: {_esc(cert['unlearned'].get('method'))}; update: "
-        f"<b>{_esc((cert.get('update') or {}).get('label', ''))}</b>. Created {_esc(cert['created_at'])}.</p>",
+        f"<b>{_esc((cert.get('update') or {}).get('label', ''))}</b>. "
+        f"Created {_esc(cert['created_at'])}.</p>",
     ]
     if cert["reference"]["kind"] != "retrain":
         parts.append(
             "<p class='warn'>No retrained model was given: the statistics compare with the retrain-free "
-            "references of tru-method.md §7. This is weaker evidence than a comparison with full retraining.</p>"
+            "references of tru-method.md §7. This is weaker evidence than a comparison with full "
+            "retraining.</p>"
         )
     if verdict == "inconclusive":
         parts.append("<p class='warn'>Inconclusive is never certified: no claim either way.</p>")
@@ -371,7 +421,7 @@ def render_html(cert: dict[str, Any], images: dict[str, bytes]) -> str:
                 "candidate",
                 "original",
             ],
-        )  # fmt: skip
+        )
     )
     rows = [
         [_esc(c["name"]), _ok_cell(c["passed"]), _num(c["value"]), _esc(c["bound"])] for c in cert["checks"]
@@ -419,8 +469,6 @@ def build_images(
     rocs = {n: a for n, a in cert["mia"].items() if isinstance(a, dict) and "roc" in a}
     images["mia_roc.png"] = plot_roc(rocs, "Interaction-level MIA ROC (seed 0)")
     images["mia_auc.png"] = plot_auc_bars(cert)
-    if cert.get("user_mia"):
-        images["user_mia_roc.png"] = plot_roc(cert["user_mia"], "User-level MIA ROC (seed 0)")
     meta = unlearn_meta or {}
     rel = meta.get("sensitivity_png")
     png = None

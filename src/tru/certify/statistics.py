@@ -5,7 +5,7 @@ cluster by user.
 **Design.** Everything that must be the same for every model compared is drawn once per forget set
 (:class:`AuditDesign`): the D_f pool (≤ ``max_pairs`` pairs), the membership-audit pools (a D_r sample,
 a held-out sample valid ∪ test), the attack splits per audit seed, the user folds of the cross-fitted
-attacks, the never-seen users of the user-level audit and the retained test users.
+attacks, the deleted and member users of the user-level audit and the retained test users.
 
 **Evidence.** Per model, :func:`model_evidence` keeps what the statistics need, per pair or per user:
 
@@ -14,12 +14,15 @@ attacks, the never-seen users of the user-level audit and the retained test user
 * interaction-level membership scores: per audit seed, a logistic regression on the pair features
   (score, rank percentile, z, gap to the top-20 mean, log popularity in D_r) trained on D_r members (1)
   vs held-out half A (0), scored on D_f (1) and held-out half B (0);
-* user-level membership scores (deleted users present): deleted users with H = their D_f items (1)
-  against **never-seen users** (0): a sample of retained users made never-seen inside a copy of the
-  audited model (their edges removed, their rows at what training with the model's seed leaves a user
-  it never saw, :meth:`~tru.models.base.Recommender.untrained_row_values`) with H = their train items;
-  profile features of :func:`tru.certify.mia.profile_features`; a logistic regression cross-fitted
-  over two user folds (out-of-fold scores). A model that never saw the deleted users scores AUC ≈ ½;
+* user-level profile features (deleted users present; :func:`tru.certify.mia.profile_features`: mean
+  rank percentile, mean / max z, top-100 share, mean margin of a profile H in u's ranking): the deleted
+  users with H = their D_f items, and a sample of retained *member* users with H = their D_r items.
+  The user-level attack (:func:`user_mia_aucs`) is trained on the **reference**, where the deleted
+  users are genuinely never-seen users (a retrain never had them; no constructed stand-in, whose items
+  would still carry its footprint): members (1) vs never-seen deleted users (0), a logistic regression
+  cross-fitted over two user folds; its AUC P(s(member) > s(deleted)) is then measured on the candidate
+  and on the reference with the same out-of-fold attack. High under Retrain (the deleted users are
+  non-members), ≈ ½ for a model that still holds them;
 * difference-attack scores (given the original O): features Δ = f_M(u, i) − f_O(u, i) of score, rank
   percentile, z and gap to the top-20 mean on D_f pairs (1) and held-out pairs (0), logistic regression
   cross-fitted over two user folds;
@@ -33,7 +36,7 @@ name                   value                                           excess
 ``forget_hr_gap``      HR@20_f(C) − HR@20_f(R)  (> 0: under-forgetting) |value|
 ``rank_w1``            W₁(p(C), p(R)) = ∫ |F_C(x) − F_R(x)| dx          value
 ``mia_auc_gap``        AUC_MIA(C) − AUC_MIA(R)  (mean over audit seeds) |value|
-``user_mia_auc_gap``   AUC_user(C) − AUC_user(R)                        |value|
+``user_mia_auc_gap``   AUC_user(C) − AUC_user(R)  (< 0: under-forgetting) |value|
 ``diff_auc_gap``       AUC_diff(O → C) − AUC_diff(O → R)               |value|
 ``retain_recall_ratio`` Recall@20(C) / Recall@20(R)                     1 − value (one-sided)
 ``retain_ndcg_ratio``  NDCG@20(C) / NDCG@20(R)                          1 − value (one-sided)
@@ -47,13 +50,11 @@ s_j]) / (Σ_{i∈1} w_i Σ_{j∈0} w_j) (Mann–Whitney); Recall = Σ w_u r_u / 
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -68,7 +69,7 @@ from tru.models.base import Recommender
 
 K = 20
 MIN_USER_AUDIT = 6  # deleted users needed for the cross-fitted user-level attack (3 per fold)
-MIN_NEVER_SEEN = 50  # never-seen users drawn at least (capped by max_users and by who is available)
+MIN_MEMBERS = 50  # member users drawn at least for the user-level attack (capped by max_users)
 
 
 @dataclass(frozen=True)
@@ -209,19 +210,21 @@ def _user_folds(users: np.ndarray, n_users: int, seed: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- design
 @dataclass
 class UserDesign:
-    """User-level audit: deleted users (their D_f items) against never-seen users (their train items)."""
+    """User-level audit: deleted users (H = their D_f items; never-seen in a retrain) and member users
+    (retained users, H = their D_r items)."""
 
     deleted_users: np.ndarray
     deleted: Pairs
-    never_seen_users: np.ndarray
-    never_seen: Pairs
+    member_users: np.ndarray
+    members: Pairs
     folds: list[np.ndarray]  # per audit seed, fold of each row of users()
 
     def users(self) -> np.ndarray:
-        return np.concatenate([self.deleted_users, self.never_seen_users])
+        return np.concatenate([self.deleted_users, self.member_users])
 
     def labels(self) -> np.ndarray:
-        return np.r_[np.ones(len(self.deleted_users)), np.zeros(len(self.never_seen_users))].astype(bool)
+        """1 = member, 0 = deleted (never-seen in the reference)."""
+        return np.r_[np.zeros(len(self.deleted_users)), np.ones(len(self.member_users))].astype(bool)
 
 
 @dataclass
@@ -257,7 +260,7 @@ class AuditDesign:
         if self.user is not None:
             out |= {
                 "deleted_users": len(self.user.deleted_users),
-                "never_seen_users": len(self.user.never_seen_users),
+                "member_users": len(self.user.member_users),
             }
         return out
 
@@ -301,9 +304,9 @@ def build_design(
             )
         else:
             cand = np.setdiff1d(np.unique(spec.retain.users), deleted_users)
-            n_ns = min(len(cand), max_users, max(len(deleted_users), MIN_NEVER_SEEN))
+            n_ns = min(len(cand), max_users, max(len(deleted_users), MIN_MEMBERS))
             if n_ns < MIN_USER_AUDIT:
-                notes.append(f"user-level audit skipped: only {n_ns} retained users to make never-seen")
+                notes.append(f"user-level audit skipped: only {n_ns} retained users as members")
             else:
                 ns = np.sort(rng.choice(cand, n_ns, replace=False))
                 deleted = spec.forget.subset(np.isin(spec.forget.users, deleted_users))
@@ -318,9 +321,21 @@ def build_design(
                     folds.append(f)
                 user = UserDesign(deleted_users, deleted, ns, never_seen, folds)
     return AuditDesign(
-        n_users, n_items, tuple(int(s) for s in seeds), forget, forget_history, members, heldout,
-        popularity, rounds, diff_folds, spec.test, spec.retain, user, notes,
-    )  # fmt: skip
+        n_users,
+        n_items,
+        tuple(int(s) for s in seeds),
+        forget,
+        forget_history,
+        members,
+        heldout,
+        popularity,
+        rounds,
+        diff_folds,
+        spec.test,
+        spec.retain,
+        user,
+        notes,
+    )
 
 
 # ----------------------------------------------------------------------------------------- evidence
@@ -335,7 +350,7 @@ class Evidence:
     forget_factor: np.ndarray | None = None  # per-pair weight factor (a reference mixing two parts)
     mia: list[np.ndarray] | None = None  # per audit seed: scores of D_f then held-out half B
     mia_const: float | None = None  # a reference AUC with no sampling variation (0.5)
-    user_mia: list[np.ndarray] | None = None  # per audit seed: out-of-fold scores of UserDesign.users()
+    user_feats: np.ndarray | None = None  # profile features of UserDesign.users() (deleted, then members)
     diff: list[np.ndarray] | None = None  # per audit seed: out-of-fold scores of D_f then held-out
     retain_users: np.ndarray | None = None
     retain_recall: np.ndarray | None = None
@@ -344,9 +359,14 @@ class Evidence:
 
 
 def per_user_retain(
-    model: Recommender, targets: Pairs, history: Pairs, n_users: int, n_items: int, k: int = K,
+    model: Recommender,
+    targets: Pairs,
+    history: Pairs,
+    n_users: int,
+    n_items: int,
+    k: int = K,
     batch_size: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(users, Recall@k, NDCG@k) per user of ``targets`` (``history`` masked, all items ranked); their
     means are :func:`tru.eval.evaluator.evaluate_pairs`' recall@k / ndcg@k: recall_u = hits / |T_u|,
     ndcg_u = Σ_r hit_r / log₂(r + 1) / Σ_{r ≤ min(|T_u|, k)} 1 / log₂(r + 1)."""
@@ -410,51 +430,56 @@ def _diff_scores(st: np.ndarray, st_o: np.ndarray, design: AuditDesign) -> list[
     return [_cross_fit(x, labels.astype(float), folds[users]) for folds in design.diff_folds]
 
 
-def never_seen_copy(model: Recommender, train: Pairs, users: np.ndarray, seed: int) -> Recommender:
-    """A copy of ``model`` in which ``users`` were never seen: graphs rebuilt from ``train`` without
-    their pairs, their rows set to what training with ``seed`` leaves a user it never had in a batch
-    (:meth:`~tru.models.base.Recommender.untrained_row_values`)."""
-    ns = copy.deepcopy(model)
-    ns.rebuild(train.subset(~np.isin(train.users, users)))
-    values = ns.untrained_row_values(np.asarray(users, np.int64), int(seed))
-    params = dict(ns.named_parameters())
-    idx = torch.as_tensor(np.asarray(users, np.int64), device=ns.device)
-    with torch.no_grad():
-        for name, val in values.items():
-            params[name][idx] = val.to(params[name].device, params[name].dtype)
-    return ns
-
-
-def _user_scores(
-    model: Recommender, train: Pairs, seed: int, design: AuditDesign, batch_size: int | None
-) -> list[np.ndarray]:
+def _user_features(model: Recommender, design: AuditDesign, batch_size: int | None) -> np.ndarray:
     ud = design.user
     assert ud is not None
-    ns = never_seen_copy(model, train, ud.never_seen_users, seed)
-    pairs = _cat([ud.deleted, ud.never_seen])
-    st = score_statistics(ns, pairs, design.n_users, design.n_items, batch_size)
+    pairs = _cat([ud.deleted, ud.members])
+    st = score_statistics(model, pairs, design.n_users, design.n_items, batch_size)
     nd = len(ud.deleted)
-    x = np.concatenate(
+    return np.concatenate(
         [
             profile_features(st[:nd], ud.deleted.users, ud.deleted_users),
-            profile_features(st[nd:], ud.never_seen.users, ud.never_seen_users),
+            profile_features(st[nd:], ud.members.users, ud.member_users),
         ]
     )
-    y = ud.labels().astype(float)
-    return [_cross_fit(x, y, f) for f in ud.folds]
+
+
+def user_mia_aucs(
+    cand: Evidence, ref: Evidence, design: AuditDesign, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(AUC on the candidate, AUC on the reference) of the user-level attack trained on the reference
+    (module docstring), per weight row; means over audit seeds. NaN without a user-level design."""
+    b = weights.shape[0]
+    ud = design.user
+    if ud is None or cand.user_feats is None or ref.user_feats is None:
+        return np.full(b, np.nan), np.full(b, np.nan)
+    y = ud.labels()
+    w = weights[:, ud.users()]
+    ac, ar = [], []
+    for fold in ud.folds:
+        sc, sr = np.full(len(y), 0.5), np.full(len(y), 0.5)
+        for f in (0, 1):
+            tr, ev = fold != f, fold == f
+            both = _fit_predict(
+                ref.user_feats[tr],
+                y[tr].astype(float),
+                np.concatenate([cand.user_feats[ev], ref.user_feats[ev]]),
+            )
+            sc[ev], sr[ev] = both[: ev.sum()], both[ev.sum() :]
+        ac.append(weighted_auc(sc, y, w))
+        ar.append(weighted_auc(sr, y, w))
+    return np.mean(ac, axis=0), np.mean(ar, axis=0)
 
 
 def model_evidence(
     name: str,
     model: Recommender,
-    train: Pairs,
-    seed: int,
     design: AuditDesign,
     original: Evidence | None = None,
     batch_size: int | None = None,
     keep_pair_stats: bool = False,
 ) -> Evidence:
-    """The :class:`Evidence` of ``model`` (trained on ``train`` with ``seed``); with ``original`` (whose
+    """The :class:`Evidence` of ``model``; with ``original`` (whose
     ``pair_stats`` are kept) also the difference-attack scores from the original to this model."""
     nu, ni = design.n_users, design.n_items
     st = score_statistics(model, design.all_pairs(), nu, ni, batch_size)
@@ -479,7 +504,7 @@ def model_evidence(
     if original is not None and original.pair_stats is not None:
         ev.diff = _diff_scores(st, original.pair_stats, design)
     if design.user is not None:
-        ev.user_mia = _user_scores(model, train, seed, design, batch_size)
+        ev.user_feats = _user_features(model, design, batch_size)
     return ev
 
 
@@ -488,7 +513,6 @@ def retrain_free_evidence(
     original_train: Pairs,
     original_ev: Evidence,
     proxy: Recommender | None,
-    proxy_seed: int,
     spec: ForgetSpec,
     design: AuditDesign,
     entity: np.ndarray,
@@ -502,7 +526,8 @@ def retrain_free_evidence(
       proxy's (:func:`tru.certify.forgetting.reinit_proxy`) on those pairs;
     * membership: the proxy's scores where whole users / items are deleted, else AUC = ½ (deleted and
       held-out pairs are exchangeable for a model that never saw them);
-    * user level and difference attack: the proxy's (none without a proxy);
+    * user level (the attack is then trained on the proxy, whose deleted users have re-initialised rows
+      but whose items still carry their footprint) and difference attack: the proxy's (none without);
     * retain utility: the original's."""
     nu, ni = design.n_users, design.n_items
     pool = design.forget
@@ -536,8 +561,8 @@ def retrain_free_evidence(
         retain_ndcg=original_ev.retain_ndcg,
     )
     if proxy is not None:
-        pe = model_evidence("proxy", proxy, spec.retain, proxy_seed, design, original_ev, batch_size)
-        ev.mia, ev.user_mia, ev.diff = pe.mia, pe.user_mia, pe.diff
+        pe = model_evidence("proxy", proxy, design, original_ev, batch_size)
+        ev.mia, ev.user_feats, ev.diff = pe.mia, pe.user_feats, pe.diff
     else:
         ev.mia_const = 0.5
     return ev
@@ -545,8 +570,9 @@ def retrain_free_evidence(
 
 # ------------------------------------------------------------------------------------------- levels
 def levels(ev: Evidence, design: AuditDesign, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Per weight row: forget HR@20, interaction / user / difference-attack AUC (means over audit
-    seeds) and retain Recall@20 / NDCG@20, each weighted by user (module docstring)."""
+    """Per weight row: forget HR@20, interaction-level and difference-attack AUC (means over audit
+    seeds) and retain Recall@20 / NDCG@20, each weighted by user (module docstring). (The user-level AUC
+    depends on the reference, whose attack it uses: :func:`user_mia_aucs`.)"""
     b = weights.shape[0]
     nan = np.full(b, np.nan)
     fw = weights[:, ev.forget_users]
@@ -562,11 +588,6 @@ def levels(ev: Evidence, design: AuditDesign, weights: np.ndarray) -> dict[str, 
         )
     else:
         out["mia_auc"] = nan
-    if ev.user_mia is not None and design.user is not None:
-        u, lab = design.user.users(), design.user.labels()
-        out["user_mia_auc"] = np.mean([weighted_auc(s, lab, weights[:, u]) for s in ev.user_mia], axis=0)
-    else:
-        out["user_mia_auc"] = nan
     if ev.diff is not None:
         u, lab = diff_eval_set(design)
         out["diff_auc"] = np.mean([weighted_auc(s, lab, weights[:, u]) for s in ev.diff], axis=0)
@@ -592,11 +613,12 @@ def compare(
     """Every statistic (signed values, module docstring) of ``cand`` against ``ref``, per weight row."""
     lc = cand_levels or levels(cand, design, weights)
     lr = ref_levels or levels(ref, design, weights)
+    uc, ur = user_mia_aucs(cand, ref, design, weights)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = {
             "forget_hr_gap": lc["forget_hr"] - lr["forget_hr"],
             "mia_auc_gap": lc["mia_auc"] - lr["mia_auc"],
-            "user_mia_auc_gap": lc["user_mia_auc"] - lr["user_mia_auc"],
+            "user_mia_auc_gap": uc - ur,
             "diff_auc_gap": lc["diff_auc"] - lr["diff_auc"],
             "retain_recall_ratio": lc["retain_recall"] / lr["retain_recall"],
             "retain_ndcg_ratio": lc["retain_ndcg"] / lr["retain_ndcg"],

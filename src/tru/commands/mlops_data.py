@@ -19,7 +19,6 @@ from tru.commands.pipeline import add_param_flags, params_from
 
 
 def cmd_requests_add(args: argparse.Namespace) -> int:
-    from tru.forget.requests import HEADER
     from tru.mlops.versioning import DVC_FILE, REQUESTS_PATH, requests_add
 
     req = requests_add(
@@ -33,7 +32,8 @@ def cmd_requests_add(args: argparse.Namespace) -> int:
         dataset_dir=args.data,
         commit=args.commit,
     )
-    print(json.dumps({"request": dict(zip(HEADER, req.row(), strict=True)), "manifest": REQUESTS_PATH}))
+    # ids and kind only: the user / item ids of a deletion request never go to a log
+    print(json.dumps({"request_id": req.request_id, "kind": req.kind, "manifest": REQUESTS_PATH}))
     if not args.commit:
         print(
             f"recorded with DVC; to commit it: git add {DVC_FILE} && git commit -m 'deletion request "

@@ -103,7 +103,7 @@ def check_request(req: DeletionRequest, skip: tuple[str, ...] = ()) -> list[str]
             if needed and value is None:
                 errs.append(f"field '{field}': missing; {a} {req.kind} request needs a {field}")
             elif not needed and value is not None:
-                errs.append(f"field '{field}': {value} given for {a} {req.kind} request; expected it empty")
+                errs.append(f"field '{field}': a value given for {a} {req.kind} request; expected it empty")
     for field, value in (("user_id", req.user_id), ("item_id", req.item_id)):
         if value is not None and (not isinstance(value, int | np.integer) or value < 0):
             errs.append(f"field '{field}': {value!r}; expected a non-negative integer")
@@ -137,8 +137,9 @@ def _check_unique(requests: Sequence[DeletionRequest], label: str) -> list[str]:
     for req in requests:
         seen = first.setdefault(req.request_id, req)
         if seen != req:
-            errs.append(
-                f"{label} request_id {req.request_id!r}: conflicting duplicate: {seen.row()} vs {req.row()}; "
+            differ = [f for f, x, y in zip(HEADER, seen.row(), req.row(), strict=True) if x != y]
+            errs.append(  # the fields that differ, never their values (they may name a deleted pair)
+                f"{label} request_id {req.request_id!r}: conflicting duplicate ({', '.join(differ)} differ); "
                 "expected one content per request_id (give the second request a new id)"
             )
     return errs

@@ -181,8 +181,9 @@ def build_pipeline(cfg: ClusterConfig = CLUSTER) -> Any:
             policy=policy, retrain=retrain, audit_seeds=audit_seeds,
         )  # fmt: skip
         rg = register(
-            unlearned=un.outputs["unlearned"], certificate=ce.outputs["certificate"],
-            sensitivity=se.outputs["report"], dataset_name=ing.outputs["dataset_name"], backbone=backbone,
+            unlearned=un.outputs["unlearned"], certificate=ce.outputs["certificate"], data=data,
+            target_requests=target, sensitivity=se.outputs["report"],
+            dataset_name=ing.outputs["dataset_name"], backbone=backbone,
             data_version=ing.outputs["data_version"], tracking_uri=tracking_uri,
         )  # fmt: skip
         tasks = {

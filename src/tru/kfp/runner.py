@@ -187,13 +187,9 @@ def upload_version(kfp_client: Any, package: Path, *, name: str = PIPELINE_NAME)
 
     version_name = images.code_version()
     pipeline_id = kfp_client.get_pipeline_id(name)
-    if pipeline_id is None:
+    if pipeline_id is None:  # KFP creates it with a first version named after the pipeline
         pipe = kfp_client.upload_pipeline(str(package), pipeline_name=name, description="tru unlearning")
         pipeline_id = pipe.pipeline_id
-        versions = kfp_client.list_pipeline_versions(pipeline_id=pipeline_id).pipeline_versions or []
-        first = versions[0].pipeline_version_id if versions else None
-        if first is not None:
-            return pipeline_id, first
     listing = (
         kfp_client.list_pipeline_versions(pipeline_id=pipeline_id, page_size=200).pipeline_versions or []
     )

@@ -112,6 +112,7 @@ def register_version(
             run_id=run_id,
             tags={k: str(v)[:_TAG_MAX] for k, v in vtags.items()},  # one request: no half-tagged version
             await_creation_for=0,
+            model_id=source.removeprefix("models:/") if source and source.startswith("models:/m-") else None,
         )
         version = mv.version
     except Exception as exc:

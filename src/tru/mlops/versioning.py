@@ -288,7 +288,13 @@ def read_requests_at(repo: Path | str, rev: str, path: str = REQUESTS_PATH) -> l
 def resolve_rev_ref(repo: Path | str, rev: str) -> str:
     """:func:`resolve_rev` for a local path or a URL (a branch or ``HEAD`` → the commit sha: what a
     scheduled run needs so that caching is keyed on the real data)."""
-    return resolve_rev(check_repo(repo), rev)
+    root = check_repo(repo)
+    if is_url(repo) and not re.fullmatch(r"[0-9a-f]{40}", rev):  # a clone: the remote's branch is the truth
+        try:
+            return resolve_rev(root, f"origin/{rev}")
+        except VersioningError:
+            pass
+    return resolve_rev(root, rev)
 
 
 def has_requests_at(repo: Path | str, rev: str, path: str = REQUESTS_PATH) -> bool:

@@ -78,7 +78,7 @@ def run_chain(
         data, model, d["unlearn"], target, d["certify"], policy=policy, retrain=retrain, seeds=seeds
     )
     result = register.register(
-        d["unlearn"], d["certify"], dataset_name=info["dataset_name"], backbone=backbone,
+        d["unlearn"], d["certify"], data, target, dataset_name=info["dataset_name"], backbone=backbone,
         data_version=info["data_version"], tracking_uri=tracking_uri, sensitivity_dir=d["sensitivity"],
     )  # fmt: skip
     result |= {"seconds": round(time.perf_counter() - t0, 2), "work_dir": str(work)}

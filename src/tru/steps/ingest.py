@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -57,13 +58,37 @@ def ingest(
 
     A missing manifest is an error: a pipeline never invents deletions. Only ``generate_requests`` (demos
     and benchmarks) draws random requests from the train split (``regime``, ``ratio``, ``seed``) when no
-    manifest exists. Raises :class:`DataError` on invalid data or requests."""
+    manifest exists. Raises :class:`DataError` on invalid data or requests, leaving no output."""
+    out_data, out_requests = Path(out_data), Path(out_requests)
+    if out_data.exists() and any(out_data.iterdir()):
+        raise DataError(f"{out_data}: output exists and is not empty")
+    try:
+        return _ingest(
+            repo, rev, dataset, out_data, out_requests, requests, generate_requests, regime, ratio, seed
+        )
+    except BaseException:  # nothing half-written: a refused dataset or manifest leaves no output behind
+        shutil.rmtree(out_data, ignore_errors=True)
+        out_requests.unlink(missing_ok=True)
+        raise
+
+
+def _ingest(
+    repo: str,
+    rev: str,
+    dataset: str,
+    out_data: Path,
+    out_requests: Path,
+    requests: str,
+    generate_requests: bool,
+    regime: str,
+    ratio: float,
+    seed: int,
+) -> dict[str, Any]:
     from tru.data.dataset import load_dataset
     from tru.data.validate import validate_dataset
     from tru.forget.requests import read_requests, resolve_requests, write_requests
     from tru.mlops import versioning
 
-    out_data, out_requests = Path(out_data), Path(out_requests)
     reqs: list[Any] | None = None
     if versioning.is_repo_ref(repo):
         source = "dvc"

@@ -30,10 +30,27 @@ from tru.steps.common import flat_metrics
 from tru.utils import LOG
 
 
+def servable_uri(model_dir: Path, run_id: str, data_dir: Path, target_csv: Path, dataset_name: str) -> str:
+    """Log the model as the servable MLflow pyfunc (final representations, each user's retained items,
+    never a deleted pair; :mod:`tru.serving`) in run ``run_id``; return its URI for the registry."""
+    from tru.checkpoint import load_run
+    from tru.serving import build_servable, log_servable
+    from tru.steps.common import load_inputs
+
+    dataset, requests, _spec = load_inputs(data_dir, target_csv)
+    run = load_run(model_dir, dataset, requests=requests)
+    arrays = build_servable(
+        run.model, run.train, dataset_name=dataset_name, request_commitment=run.forgotten.commitment or None
+    )
+    return log_servable(arrays, run_id=run_id)
+
+
 def _log_and_register(
     model_dir: Path,
     cert_dir: Path,
     *,
+    data_dir: Path,
+    target_csv: Path,
     name: str,
     dataset_name: str,
     backbone: str,
@@ -74,7 +91,8 @@ def _log_and_register(
             "regime": str(cert_doc.get("regime", "")),
             **{f"data_version.{k}": str(v) for k, v in data_version.items()},
         }
-        version = registry.register_version(name, str(run_id), stage, tags=tags)
+        source = servable_uri(stage, str(run_id), data_dir, target_csv, dataset_name)
+        version = registry.register_version(name, str(run_id), stage, tags=tags, source=source)
     return str(run_id), str(version)
 
 
@@ -108,6 +126,8 @@ def choose_candidate(model_dir: Path, certificate_dir: Path) -> tuple[Certificat
 def register(
     model_dir: Path,
     certificate_dir: Path,
+    data_dir: Path,
+    target_csv: Path,
     *,
     dataset_name: str,
     backbone: str,
@@ -141,6 +161,8 @@ def register(
         return {**out, "promoted": False, "unchanged": True, "version": "", "champion": champion_before}
     cert, chosen = choose_candidate(model_dir, certificate_dir)
     common = {
+        "data_dir": Path(data_dir),
+        "target_csv": Path(target_csv),
         "name": name,
         "dataset_name": dataset_name,
         "backbone": backbone,

@@ -6,7 +6,7 @@ never seen them, as a per-pair HR@20 and as a distribution of rank percentiles (
   than pairs the model never selected on: a valid-based target is biased upwards (measured: see the
   report). Test pairs were never used to select anything.
 * Pairs of deleted users / target items: a proxy that never saw them as far as its own rows go
-  (:func:`tru.certify.forgetting.reinit_proxy`: graphs rebuilt on D_r, deleted users' rows at what
+  (:func:`tru.unlearn.proxy.reinit_proxy`: graphs rebuilt on D_r, deleted users' rows at what
   retraining leaves them, target items' ID rows re-drawn), on the deleted pairs themselves (history D_r
   and u's other deleted pairs masked). The proxy gives the HR@20 target of both, and the percentile
   reference of deleted users' pairs only: retraining trains target items as negatives of every user and
@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tru.certify.forgetting import entity_mask, reinit_proxy
 from tru.data.dataset import Pairs, RecDataset
 from tru.eval.evaluator import per_pair_hit_rate
 from tru.eval.rank import rank_percentiles
 from tru.forget.spec import ForgetSpec
 from tru.models.base import Recommender
+from tru.unlearn.proxy import entity_mask, reinit_proxy
 
 K = 20
 

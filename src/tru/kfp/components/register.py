@@ -2,7 +2,7 @@
 certificate checked against the model."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Markdown, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 from tru.kfp.components.images import IMAGE_CPU
 
@@ -11,6 +11,8 @@ from tru.kfp.components.images import IMAGE_CPU
 def register(
     unlearned: Input[Model],
     certificate: Input[Artifact],
+    data: Input[Dataset],
+    target_requests: Input[Dataset],
     sensitivity: Input[Artifact],
     dataset_name: str,
     backbone: str,
@@ -18,19 +20,21 @@ def register(
     tracking_uri: str,
     summary: Output[Markdown],
 ) -> str:
-    """Check the certificate against the model it certifies (signature, weights, requests), log the model,
-    its certificate and heatmap as one MLflow run at ``tracking_uri``, register a version of
-    ``tru-<dataset>-<backbone>`` and move ``champion`` to it only if it passed and forgot at least what the
-    champion forgot (compare-and-set). A failed certificate: the version is tagged rejected and the
-    compliance-fallback retrain is promoted instead. Outputs a Markdown summary; returns the outcome (JSON,
-    request ids and counts only)."""
+    """Check the certificate against the model it certifies (signature, weights, requests); log the model,
+    its certificate and heatmap as one MLflow run at ``tracking_uri`` with the servable pyfunc model (the
+    final representations and each user's retained items, built on ``data``); register that model as a
+    version of ``tru-<dataset>-<backbone>`` and move ``champion`` to it only if it passed and forgot at
+    least what the champion forgot (compare-and-set). A failed certificate: the version is tagged rejected
+    and the compliance-fallback retrain is promoted instead. Outputs a Markdown summary; returns the
+    outcome (JSON, request ids and counts only)."""
     import json
     from pathlib import Path
 
     from tru.steps.register import register as run
 
     res = run(
-        Path(unlearned.path), Path(certificate.path), dataset_name=dataset_name, backbone=backbone,
+        Path(unlearned.path), Path(certificate.path), Path(data.path), Path(target_requests.path),
+        dataset_name=dataset_name, backbone=backbone,
         data_version=json.loads(data_version), tracking_uri=tracking_uri,
         sensitivity_dir=Path(sensitivity.path),
     )  # fmt: skip
