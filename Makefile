@@ -41,10 +41,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 # The main job: prepare + validate the demo dataset (demo-data), then the unlearning pipeline
-# (ingest -> train -> sensitivity -> unlearn -> certify -> register) through kfp.local.
+# (resolve_revision -> ingest -> train -> sensitivity -> unlearn -> certify -> register) through kfp.local.
+# The prepared data has no deletion manifest: the demo draws 5 % random requests (--generate-requests).
 demo: install demo-data
 	$(BIN)/tru pipeline run --local --dataset "$$(cat $(DEMO_DATASET_FILE))" --backbone $(BACKBONE) \
-		--epochs $(EPOCHS) --max-steps $(MAX_STEPS) --regime $(REGIME) --tracking-uri sqlite:///$(CURDIR)/mlruns.db
+		--epochs $(EPOCHS) --max-steps $(MAX_STEPS) --regime $(REGIME) --generate-requests \
+		--tracking-uri sqlite:///$(CURDIR)/mlruns.db
 
 # The library alone: prepare, validate, train a backbone on the demo dataset, print its test metrics.
 train-demo: install demo-data
@@ -57,10 +59,11 @@ train-demo: install demo-data
 # preset $(DEMO_SYNTHETIC_PRESET). It says which, prepares + validates it, and writes its folder to
 # $(DEMO_DATASET_FILE) for demo / train-demo.
 DEMO_SYNTHETIC_PRESET ?= small
-DEMO_DATASET_FILE = $(DATA)/demo-dataset.txt
+# (outside data/: data.dvc tracks data/ exactly as prepared)
+DEMO_DATASET_FILE = $(SCRATCH)/demo-dataset.txt
 .PHONY: demo-data
 demo-data: install
-	@mkdir -p $(TMPDIR) $(DATA)
+	@mkdir -p $(TMPDIR) $(DATA) $(SCRATCH)
 	@set -e; \
 	if [ -d "$(LFM2K)" ]; then \
 		echo "demo dataset: Last.fm-2K from $(LFM2K)"; \

@@ -334,7 +334,8 @@ def test_demo_data_falls_back(tmp_path: Path, lfm2k: bool, registry: bool, datas
     run = make("demo-data", f"VENV={venv}", f"DATA={data}", f"LFM2K={source}", f"SCRATCH={tmp_path}", env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     assert said.format(lfm2k=source) in run.stdout
-    assert (data / "demo-dataset.txt").read_text().strip() == f"{data}/{dataset}"
+    assert (tmp_path / "demo-dataset.txt").read_text().strip() == f"{data}/{dataset}"
+    assert not (data / "demo-dataset.txt").exists()  # data/ holds only the prepared data (data.dvc)
     calls = log.read_text().splitlines()
     assert calls[-1] == f"tru data validate {data}/{dataset}"
     source_flag = {"lfm2k": "lfm2k", "ml100k": "ml100k", "synthetic-small": "synthetic"}[dataset]
@@ -342,12 +343,14 @@ def test_demo_data_falls_back(tmp_path: Path, lfm2k: bool, registry: bool, datas
     if not registry:
         assert any("--source ml100k" in call for call in calls), "MovieLens-100K must be tried first"
     # the demo's pipeline run reads the folder demo-data chose, as one command a flag can be appended to
-    dry = make("-n", "demo", f"VENV={venv}", f"DATA={data}", f"LFM2K={source}", env=env)
+    dry = make(
+        "-n", "demo", f"VENV={venv}", f"DATA={data}", f"LFM2K={source}", f"SCRATCH={tmp_path}", env=env
+    )
     run_line = re.sub(r"\s*\\\n\s*", " ", dry.stdout).strip().splitlines()[-1]
     assert run_line.startswith(
-        f'{venv}/bin/tru pipeline run --local --dataset "$(cat {data}/demo-dataset.txt)"'
+        f'{venv}/bin/tru pipeline run --local --dataset "$(cat {tmp_path}/demo-dataset.txt)"'
     )
-    assert run_line.endswith("mlruns.db")
+    assert "--generate-requests" in run_line and run_line.endswith("mlruns.db")
 
 
 def test_ci_workflow_triggers_on_data_dvc() -> None:
@@ -363,7 +366,8 @@ def test_ci_workflow_triggers_on_data_dvc() -> None:
 
 
 def test_post_commit_hook(tmp_path: Path) -> None:
-    """A commit that does not touch data.dvc runs nothing; one that does runs `tru trigger --rev <sha>` and the commit stands whatever the trigger says (here: not a DVC repository)."""
+    """A commit that does not touch data.dvc runs nothing; one that does runs `tru trigger --rev <sha>`
+    and the commit stands whatever the trigger says (here: not a DVC repository)."""
     hook = ROOT / "hooks" / "post-commit"
     assert os.access(hook, os.X_OK)
     assert subprocess.run(["bash", "-n", str(hook)]).returncode == 0

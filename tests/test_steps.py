@@ -101,7 +101,8 @@ def test_an_overdue_request_forces_a_full_retrain(repo: Path, tiny_world: TinyWo
     res = chain(repo, "w1", deadline_days=30)
     assert res["promoted"] and res["evidence"].startswith("retrain (a model retrained on D_r from scratch")
     old = [user_req("old", int(np.unique(tiny_world.dataset.train.users)[4]), "2026-01-01T00:00:00Z")]
-    assert load_run(repo.parent / "w1" / "unlearn", tiny_world.dataset, requests=old).lineage.kind == "retrain"
+    run = load_run(repo.parent / "w1" / "unlearn", tiny_world.dataset, requests=old)
+    assert run.lineage.kind == "retrain"
     unl = (repo.parent / "w1" / "unlearn" / "unlearn.json").read_text()
     assert '"method": "retrain"' in unl
 
