@@ -18,6 +18,7 @@ from scipy.stats import wasserstein_distance
 from sklearn.metrics import roc_auc_score
 
 from tru.certify import (
+    Calibration,
     Certificate,
     CertifyError,
     Policy,
@@ -175,6 +176,14 @@ def test_a_second_retrain_passes(second_certs: list[Certificate]) -> None:
         assert cert.tolerances.startswith("calibrated") and cert.evidence == "retrain comparison"
         assert all(s.passed for s in cert.statistics if s.checked)
         assert cert.update == "updated"  # a retrain changes every parameter
+        # without a second retrain given, the axis shows the calibration's: the median distance of its
+        # retrain pairs, on the failing side
+        row = next(r for r in cert["statistics"] if r["name"] == "forget_hr_gap")
+        pairs = cert.calibration and Calibration.load(cert.calibration["folder"]).null("retrain")
+        assert pairs and row["second_retrain"] == pytest.approx(
+            np.median(np.abs(pairs.seed_values["forget_hr_gap"]))
+        )
+        assert row["second_retrain_source"].startswith("calibration") and row["second_retrain"] >= 0
 
 
 def test_the_original_fails(cert_world: CertWorld, second_certs: list[Certificate]) -> None:

@@ -17,6 +17,7 @@ from tru.eval.evaluator import per_pair_hit_rate
 from tru.forget.requests import DeletionRequest, resolve_requests, write_requests
 from tru.mlops import registry, tracking
 from tru.steps.chain import run_chain
+from tru.steps.params import PipelineParams
 
 from .conftest import IMPOSSIBLE_POLICY, LENIENT_POLICY, TinyWorld
 
@@ -37,7 +38,7 @@ def repo(tiny_world: TinyWorld, tmp_path: Path, mlflow_store: Any) -> Path:
 
 def chain(root: Path, work: str, policy: str = LENIENT_POLICY, **kw: Any) -> dict[str, Any]:
     opts = dict(dataset="tiny", backbone="vbpr", epochs=3, max_steps=20, audit_seeds="0", policy=policy)
-    return run_chain(repo=str(root), work_dir=root.parent / work, **(opts | kw))
+    return run_chain(PipelineParams(repo=str(root), data_rev="", **(opts | kw)), root.parent / work)
 
 
 def add(root: Path, *reqs: DeletionRequest) -> None:

@@ -138,9 +138,18 @@ class NullSet:
     seed_values: dict[str, list[float]]
     original: dict[str, list[float]]
 
-    def median_seed_value(self, name: str) -> float | None:
+    def typical_seed_value(self, name: str) -> tuple[float | None, list[float] | None]:
+        """Where a second retrain sits, from the calibration's K(K−1) retrain pairs (point estimates): the
+        median distance d = |v − c| (c = 0, or 1 for ratios) put on the failing side (c + d; c − d for
+        ratios, whose failing side is below 1), and the range [c ± min d, c ± max d]. The signed values
+        themselves are symmetric over ordered pairs (median ≈ c), which would hide the spread."""
         v = [x for x in self.seed_values.get(name, []) if x is not None and np.isfinite(x)]
-        return float(np.median(v)) if v else None
+        if not v:
+            return None, None
+        lower = stx.STAT_BY_NAME[name].sided == "lower"
+        c, sign = (1.0, -1.0) if lower else (0.0, 1.0)
+        d = np.abs(np.asarray(v) - c)
+        return float(c + sign * np.median(d)), sorted([float(c + sign * d.min()), float(c + sign * d.max())])
 
 
 @dataclass

@@ -177,11 +177,13 @@ def _changed_params(a: torch.nn.Module, b: torch.nn.Module) -> int | None:
 
 
 def _model_block(mr: ModelRun, dataset: RecDataset, spec: ForgetSpec, opts: AuditOptions) -> dict[str, Any]:
+    """One model's numbers: forget efficacy on all of D_f, retain utility, what it was trained on."""
     nu, ni, bs = dataset.n_users, dataset.n_items, opts.batch_size
     model = mr.run.model
     block: dict[str, Any] = {
         "run": str(mr.folder) if mr.folder else None,
         "backbone": model.name,
+        "seed": training_seed(mr),
         "train_fingerprint": pairs_fingerprint(mr.run.train, ni),
         "n_train_pairs": len(mr.run.train),
     }
@@ -433,6 +435,7 @@ def assess(
         n = st.name
         v = _f(vc[n][0])
         centre = 1.0 if st.sided == "lower" else 0.0
+        b1 = None
         if calibration is not None:
             bounds = bounds_from_tolerance(st.sided, tol[n]) if n in tol else Bounds(None, None)
             source = (
@@ -452,10 +455,8 @@ def assess(
         sv_src = "model" if vs is not None else None
         sv_range = None
         if sv is None and null is not None:
-            sv = null.median_seed_value(n)
-            sv_src = "calibration (median over its retrain pairs)" if sv is not None else None
-            vals = [x for x in null.seed_values.get(n, []) if x is not None]
-            sv_range = [min(vals), max(vals)] if vals else None
+            sv, sv_range = null.typical_seed_value(n)
+            sv_src = "calibration (median distance over its retrain pairs)" if sv is not None else None
         lk = LEVEL_KEY[n]
         if n == "user_mia_auc_gap":
             lc, lr = _f(audit.user_auc(candidate, ref)[0]), _f(audit.user_auc(ref, ref)[0])
@@ -618,15 +619,7 @@ def certify(
     # per-model blocks (the numbers MLflow and the tables read)
     blocks: dict[str, dict[str, Any]] = {}
     for name, mr in runs.items():
-        block: dict[str, Any] = {
-            "run": str(mr.folder) if mr.folder else None,
-            "backbone": mr.run.model.name,
-            "seed": training_seed(mr),
-            "train_fingerprint": pairs_fingerprint(mr.run.train, ni),
-            "n_train_pairs": len(mr.run.train),
-        }
-        block.update(fg.forget_efficacy(mr.run.model, spec, nu, ni, bs))
-        block.update(fg.retain_utility(mr.run.model, spec, nu, ni, bs))
+        block = _model_block(mr, dataset, spec, opts)
         lv = dict(audit.levels[name])
         if audit.design.user is not None:
             lv["user_mia_auc"] = audit.user_auc(name, ref)

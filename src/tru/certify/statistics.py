@@ -199,7 +199,7 @@ def _cross_fit(x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
     return out
 
 
-def _user_folds(users: np.ndarray, n_users: int, seed: int) -> np.ndarray:
+def _user_folds(n_users: int, seed: int) -> np.ndarray:
     """Fold (0/1) of every user id, a random half each."""
     perm = np.random.default_rng(seed).permutation(n_users)
     fold = np.zeros(n_users, dtype=np.int8)
@@ -292,7 +292,7 @@ def build_design(
         a_idx, b_idx = perm[: len(heldout) // 2], perm[len(heldout) // 2 :]
         m_idx = r.choice(len(members), min(len(a_idx), len(members)), replace=False)
         rounds.append((m_idx, a_idx, b_idx))
-    diff_folds = [_user_folds(np.arange(n_users), n_users, 10_000 + int(s)) for s in seeds]
+    diff_folds = [_user_folds(n_users, 10_000 + int(s)) for s in seeds]
     notes: list[str] = []
     user = None
     deleted_users = np.intersect1d(np.asarray(spec.users, np.int64), spec.forget.users)
@@ -304,22 +304,22 @@ def build_design(
             )
         else:
             cand = np.setdiff1d(np.unique(spec.retain.users), deleted_users)
-            n_ns = min(len(cand), max_users, max(len(deleted_users), MIN_MEMBERS))
-            if n_ns < MIN_USER_AUDIT:
-                notes.append(f"user-level audit skipped: only {n_ns} retained users as members")
+            n_mem = min(len(cand), max_users, max(len(deleted_users), MIN_MEMBERS))
+            if n_mem < MIN_USER_AUDIT:
+                notes.append(f"user-level audit skipped: only {n_mem} retained users as members")
             else:
-                ns = np.sort(rng.choice(cand, n_ns, replace=False))
+                mem_users = np.sort(rng.choice(cand, n_mem, replace=False))
                 deleted = spec.forget.subset(np.isin(spec.forget.users, deleted_users))
-                never_seen = spec.retain.subset(np.isin(spec.retain.users, ns))
+                mem_pairs = spec.retain.subset(np.isin(spec.retain.users, mem_users))
                 folds = []
-                for s in seeds:
+                for s in seeds:  # two folds, stratified: half of the deleted and half of the members each
                     r = np.random.default_rng(20_000 + int(s))
-                    f = np.zeros(len(deleted_users) + n_ns, dtype=np.int8)
+                    f = np.zeros(len(deleted_users) + n_mem, dtype=np.int8)
                     for lo, hi in ((0, len(deleted_users)), (len(deleted_users), len(f))):
                         perm = r.permutation(hi - lo)
                         f[lo + perm[: (hi - lo) // 2]] = 1
                     folds.append(f)
-                user = UserDesign(deleted_users, deleted, ns, never_seen, folds)
+                user = UserDesign(deleted_users, deleted, mem_users, mem_pairs, folds)
     return AuditDesign(
         n_users,
         n_items,

@@ -29,6 +29,7 @@ from kfp import dsl, kubernetes
 
 from tru.kfp.components import certify, ingest, register, resolve_revision, sensitivity, train, unlearn
 from tru.kfp.components.images import IMAGE_CPU, IMAGE_GPU
+from tru.steps.params import DEFAULTS as P
 
 PIPELINE_NAME = "tru-unlearning"
 TASKS = ("resolve_revision", "ingest", "train", "sensitivity", "unlearn", "certify", "register")
@@ -131,34 +132,30 @@ def build_pipeline(cfg: ClusterConfig = CLUSTER) -> Any:
         "compare-and-set, compliance fallback to the retrain).",
     )
     def unlearning(
-        dataset: str = "lfm2k",
-        backbone: str = "mgcn",
-        method: str = "tru",
-        policy: str = "",
-        data_rev: str = "HEAD",
-        repo: str = "",
-        tracking_uri: str = "",
+        dataset: str = P.dataset,
+        backbone: str = P.backbone,
+        method: str = P.method,
+        policy: str = P.policy,
+        data_rev: str = P.data_rev,
+        repo: str = P.repo,
+        tracking_uri: str = P.tracking_uri,
         image: str = IMAGE_GPU,
         cpu_image: str = IMAGE_CPU,
-        requests: str = "",
-        generate_requests: bool = False,
-        regime: str = "interaction",
-        ratio: float = 0.05,
-        seed: int = 0,
-        epochs: int = 0,
-        max_steps: int = 0,
-        retrain: bool = True,
-        audit_seeds: str = "0,1,2",
-        reuse_champion: bool = True,
-        deadline_days: float = 30.0,
-        confirm: bool = False,
+        requests: str = P.requests,
+        generate_requests: bool = P.generate_requests,
+        regime: str = P.regime,
+        ratio: float = P.ratio,
+        seed: int = P.seed,
+        epochs: int = P.epochs,
+        max_steps: int = P.max_steps,
+        retrain: bool = P.retrain,
+        audit_seeds: str = P.audit_seeds,
+        reuse_champion: bool = P.reuse_champion,
+        deadline_days: float = P.deadline_days,
+        confirm: bool = P.confirm,
     ) -> str:
-        """``repo``: the data repository (a git URL on the cluster); ``data_rev``: a commit, branch or
-        ``HEAD`` (resolved at run time); ``dataset``: a folder under its data/; ``tracking_uri``: the MLflow
-        server every task writes to; ``retrain``: certify against a retrain (else retrain-free: the fast
-        path); ``confirm``: a slow-path run confirming the champion against one retrain;
-        ``deadline_days``: requests older than this force a full retrain; ``policy``: certification policy
-        YAML text or path ('' = built-in); ``epochs`` / ``max_steps``: 0 = the configs' values."""
+        """The parameters of :class:`tru.steps.params.PipelineParams` (their meaning and defaults), plus
+        ``image`` / ``cpu_image``: the images the GPU and CPU tasks run in."""
         rv = resolve_revision(repo=repo, rev=data_rev)
         ing = ingest(
             repo=repo, rev=rv.output, dataset=dataset, requests=requests, generate_requests=generate_requests,

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,37 @@ def upload_version(kfp_client: Any, package: Path, *, name: str = PIPELINE_NAME)
     return pipeline_id, ver.pipeline_version_id
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where a cluster run goes: the KFP endpoint, the profile namespace, a token, the experiment."""
+
+    host: str
+    namespace: str | None = None
+    token: str | None = None
+    experiment: str = "tru"
+
+
+def _on_cluster(target: Target, params: dict[str, Any], cfg: ClusterConfig, what: str, start: Any) -> Any:
+    """Check the parameters, compile, upload this code's pipeline version into ``target`` and call
+    ``start(client, experiment_id, pipeline_id, version_id, params)``; any server error becomes one
+    :class:`PipelineError` saying ``what`` failed."""
+    params = check_params(params)
+    check_cluster_params(params)
+    kc = client(target.host, namespace=target.namespace, token=target.token)
+    with tempfile.TemporaryDirectory(prefix="tru-pipeline-") as tmp:
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", cfg)
+        try:
+            pipeline_id, version_id = upload_version(kc, package)
+            exp = kc.create_experiment(name=target.experiment, namespace=target.namespace)
+            return kc, version_id, start(kc, exp.experiment_id, pipeline_id, version_id, params)
+        except PipelineError:
+            raise
+        except Exception as exc:
+            raise PipelineError(
+                f"{what} on {target.host} failed: {type(exc).__name__}: {redact_text(str(exc))}"
+            ) from exc
+
+
 def submit(
     host: str,
     params: dict[str, Any],
@@ -216,35 +248,24 @@ def submit(
 ) -> dict[str, Any]:
     """Upload the pipeline version of this code and start one run on ``host``; with ``wait`` follow it to
     its end and report its state (a run that did not succeed raises :class:`PipelineError`)."""
-    params = check_params(params)
-    check_cluster_params(params)
-    kc = client(host, namespace=namespace, token=token)
-    with tempfile.TemporaryDirectory(prefix="tru-pipeline-") as tmp:
-        package = compile_pipeline(Path(tmp) / "pipeline.yaml", cfg)
-        try:
-            pipeline_id, version_id = upload_version(kc, package)
-            exp = kc.create_experiment(name=experiment, namespace=namespace)
-            run = kc.run_pipeline(
-                experiment_id=exp.experiment_id,
-                job_name=run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
-                params=params,
-                pipeline_id=pipeline_id,
-                version_id=version_id,
-            )
-        except PipelineError:
-            raise
-        except Exception as exc:
-            raise PipelineError(
-                f"submitting to {host} failed: {type(exc).__name__}: {redact_text(str(exc))}"
-            ) from exc
+    name = run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def start(kc: Any, exp_id: str, pipeline_id: str, version_id: str, p: dict[str, Any]) -> Any:
+        return kc.run_pipeline(
+            experiment_id=exp_id, job_name=name, params=p, pipeline_id=pipeline_id, version_id=version_id
+        )
+
+    target = Target(host, namespace, token, experiment)
+    kc, version_id, run = _on_cluster(target, params, cfg, "submitting", start)
     out = {"run_id": run.run_id, "host": host, "experiment": experiment, "pipeline_version_id": version_id}
     if not wait:
         return {**out, "state": "SUBMITTED"}
     done = kc.wait_for_run_completion(run.run_id, timeout=int(timeout))
-    state = str(getattr(done, "state", "") or "").upper()
-    out["state"] = state
-    if state != "SUCCEEDED":
-        raise PipelineError(f"run {run.run_id} on {host} ended {state or 'in an unknown state'}: {out}")
+    out["state"] = str(getattr(done, "state", "") or "").upper()
+    if out["state"] != "SUCCEEDED":
+        raise PipelineError(
+            f"run {run.run_id} on {host} ended {out['state'] or 'in an unknown state'}: {out}"
+        )
     return out
 
 
@@ -274,29 +295,15 @@ def schedule(
 ) -> dict[str, Any]:
     """A recurring run (cron, one at a time by default) of this code's pipeline version. Its ``data_rev``
     is a branch or ``HEAD`` (default): each run resolves it to the commit sha at run time."""
-    params = check_params(params)
-    check_cluster_params(params)
     cron = normalise_cron(cron)
-    kc = client(host, namespace=namespace, token=token)
-    with tempfile.TemporaryDirectory(prefix="tru-pipeline-") as tmp:
-        package = compile_pipeline(Path(tmp) / "pipeline.yaml", cfg)
-        try:
-            pipeline_id, version_id = upload_version(kc, package)
-            exp = kc.create_experiment(name=experiment, namespace=namespace)
-            job = kc.create_recurring_run(
-                experiment_id=exp.experiment_id,
-                job_name=name,
-                cron_expression=cron,
-                max_concurrency=max_concurrency,
-                pipeline_id=pipeline_id,
-                version_id=version_id,
-                params=params,
-                enabled=True,
-            )
-        except Exception as exc:
-            raise PipelineError(
-                f"scheduling on {host} failed: {type(exc).__name__}: {redact_text(str(exc))}"
-            ) from exc
+
+    def start(kc: Any, exp_id: str, pipeline_id: str, version_id: str, p: dict[str, Any]) -> Any:
+        return kc.create_recurring_run(
+            experiment_id=exp_id, job_name=name, cron_expression=cron, max_concurrency=max_concurrency,
+            pipeline_id=pipeline_id, version_id=version_id, params=p, enabled=True,
+        )  # fmt: skip
+
+    _, _, job = _on_cluster(Target(host, namespace, token, experiment), params, cfg, "scheduling", start)
     return {"recurring_run_id": job.recurring_run_id, "cron": cron, "host": host, "experiment": experiment}
 
 

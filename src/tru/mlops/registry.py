@@ -25,7 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tru.mlops.tracking import MODEL_PATH, TrackingError, _client, _read_json, _uri  # sets MLflow's env first
+from tru.mlops.tracking import (  # sets MLflow's env first
+    MODEL_PATH,
+    TrackingError,
+    current_uri,
+    mlflow_client,
+)
+from tru.runfolder import read_json
 
 # isort: split
 import mlflow
@@ -86,12 +92,14 @@ def register_version(
     ``tags``, ``verdict=pending``, the run's data version and the checkpoint's provenance (backbone,
     train fingerprint, weights hash, forgotten count and commitment: never request data). No alias
     moves. On failure the version (and a model created here) is removed again."""
-    meta = _read_json(Path(run_dir) / "run.json")
-    client = _client()
+    meta = read_json(Path(run_dir) / "run.json")
+    client = mlflow_client()
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
-        raise TrackingError(f"run {run_id}: not found at {_uri()} ({exc}); nothing was registered") from exc
+        raise TrackingError(
+            f"run {run_id}: not found at {current_uri()} ({exc}); nothing was registered"
+        ) from exc
     vtags = {k: v for k, v in run.data.tags.items() if k.startswith("data_version.") or k == "code_version"}
     for key in ("backbone", "train_fingerprint", "features_fingerprint", "weights_sha256", "n_train_pairs"):
         if key in meta:
@@ -158,7 +166,7 @@ def _forgotten_of(client: MlflowClient, mv: Any) -> set[str]:
 
     with tempfile.TemporaryDirectory(prefix="tru-forgotten-", dir=os.environ.get("TMPDIR")) as tmp:
         local = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path=f"{MODEL_PATH}/run.json", dst_path=tmp, tracking_uri=_uri()
+            run_id=mv.run_id, artifact_path=f"{MODEL_PATH}/run.json", dst_path=tmp, tracking_uri=current_uri()
         )
         meta = json.loads(Path(local).read_text())
     return {str(r) for r in (meta.get("forgotten") or {}).get("request_ids", [])}
@@ -173,7 +181,7 @@ def registry_lock(name: str, timeout: float = 120.0) -> Iterator[None]:
     MLflow store (a unique name), so exactly one creator wins; it is deleted on exit. A lock older than
     :data:`LOCK_STALE_SECONDS` (a holder that died) is broken. Raises :class:`RegistryBusy` after
     ``timeout`` seconds."""
-    client = _client()
+    client = mlflow_client()
     lock = f"{name}{LOCK_SUFFIX}"
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + timeout
@@ -236,7 +244,7 @@ def _rollback(client: MlflowClient, name: str, undo: list[tuple[str, str, str | 
 
 def reject(name: str, version: str, reasons: list[str], request_ids: Iterable[str]) -> dict[str, Any]:
     """Tag ``version`` rejected with ``reasons`` and give it the ``candidate`` alias; the champion stays."""
-    client = _client()
+    client = mlflow_client()
     version = str(version)
     mv = client.get_model_version(name, version)
     tag, undo = _tagger(client, name)
@@ -279,7 +287,7 @@ def promote(
     version = str(version)
     ids = {str(i) for i in forgotten}
     with registry_lock(name, timeout):
-        client = _client()
+        client = mlflow_client()
         try:
             mv = client.get_model_version(name, version)
         except MlflowException as exc:
@@ -338,7 +346,7 @@ def promote(
 
 def confirm(name: str, version: str, *, evidence: str) -> dict[str, Any]:
     """The slow path confirmed the champion ``version`` against a retrain: tag ``confirmed=true``."""
-    client = _client()
+    client = mlflow_client()
     with registry_lock(name):
         if _champion_version(client, name) != str(version):
             raise PromotionConflict(
@@ -355,7 +363,7 @@ def forgotten_requests(name: str) -> set[str]:
     """Request ids the serving champion of ``name`` has forgotten (empty when there is no champion).
 
     The one source of truth for "done": a request is done only when the champion has forgotten it."""
-    client = _client()
+    client = mlflow_client()
     version = _champion_version(client, name)
     if version is None:
         return set()
@@ -364,14 +372,14 @@ def forgotten_requests(name: str) -> set[str]:
 
 def champion_version(name: str) -> str | None:
     """The champion's version number (None when there is none)."""
-    return _champion_version(_client(), name)
+    return _champion_version(mlflow_client(), name)
 
 
 def version_records(name: str) -> list[Any]:
     """Every version as a :class:`tru.lifecycle.VersionRecord` (for ``tru requests status``)."""
     from tru.lifecycle import VersionRecord
 
-    client = _client()
+    client = mlflow_client()
     model = _registered(client, name)
     if model is None:
         return []
@@ -399,7 +407,7 @@ def champion(name: str, dest: Path | None = None) -> tuple[str, Path] | None:
     """(version, local folder with model.pt and run.json) of the champion, or None when there is none.
     The folder is ``dest`` or a new temporary folder under ``$TMPDIR``. A champion tagged as holding
     deleted data (or purged) is never served: :class:`TrackingError`."""
-    client = _client()
+    client = mlflow_client()
     version = _champion_version(client, name)
     if version is None:
         return None
@@ -419,7 +427,7 @@ def champion(name: str, dest: Path | None = None) -> tuple[str, Path] | None:
     out.mkdir(parents=True, exist_ok=True)
     try:
         local = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path=MODEL_PATH, dst_path=str(out), tracking_uri=_uri()
+            run_id=mv.run_id, artifact_path=MODEL_PATH, dst_path=str(out), tracking_uri=current_uri()
         )
     except Exception as exc:
         raise TrackingError(
@@ -432,10 +440,10 @@ def champion(name: str, dest: Path | None = None) -> tuple[str, Path] | None:
 
 def list_versions(name: str) -> list[dict[str, Any]]:
     """Every version of ``name`` with its aliases, run id, source and tags (oldest first)."""
-    client = _client()
+    client = mlflow_client()
     model = _registered(client, name)
     if model is None:
-        raise TrackingError(f"no registered model '{name}' at {_uri()}")
+        raise TrackingError(f"no registered model '{name}' at {current_uri()}")
     by_version: dict[str, list[str]] = {}
     for alias, v in (model.aliases or {}).items():
         by_version.setdefault(str(v), []).append(alias)
@@ -457,7 +465,7 @@ def purge(name: str, dry_run: bool = True) -> list[dict[str, Any]]:
     Eligible: contains_deleted_data=true, not purged, older than the champion, and the champion's
     verdict is certified.
     ``dry_run`` (default) only lists them."""
-    client = _client()
+    client = mlflow_client()
     champ = _champion_version(client, name)
     if champ is None or client.get_model_version(name, champ).tags.get("verdict") != "certified":
         return []
@@ -482,7 +490,7 @@ def purge(name: str, dry_run: bool = True) -> list[dict[str, Any]]:
         if not dry_run:
             uri = client.get_run(v.run_id).info.artifact_uri.rstrip("/") + "/" + MODEL_PATH
             try:
-                get_artifact_repository(uri, tracking_uri=_uri()).delete_artifacts()
+                get_artifact_repository(uri, tracking_uri=current_uri()).delete_artifacts()
                 client.set_model_version_tag(name, v.version, "purged", "true")
                 client.set_model_version_tag(name, v.version, "purged_at", datetime.now(UTC).isoformat())
                 client.set_tag(v.run_id, "purged", "true")

@@ -14,7 +14,6 @@ written (:class:`TrackingError`)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -32,6 +31,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
+from tru.runfolder import read_json
 from tru.utils import redact_text, redact_uri
 
 MODEL_PATH = "model"  # the run folder's place among the run's artifacts
@@ -49,7 +49,7 @@ def configure(tracking_uri: str | None = None, artifact_root: str | None = None)
     Default: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlruns.db``. The choice is exported to
     ``MLFLOW_TRACKING_URI`` (and ``artifact_root`` to ``$TRU_MLFLOW_ARTIFACTS``) so that pipeline tasks
     started as subprocesses use the same store. An HTTP server is checked (``/health``) first."""
-    uri = tracking_uri or _uri()
+    uri = tracking_uri or current_uri()
     _check_reachable(uri)  # before anything changes
     os.environ["MLFLOW_TRACKING_URI"] = uri
     if artifact_root:
@@ -69,7 +69,8 @@ def model_name(dataset: str, backbone: str) -> str:
     return f"tru-{slug(dataset)}-{slug(backbone)}"
 
 
-def _uri() -> str:
+def current_uri() -> str:
+    """The tracking URI in use: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlruns.db``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns.db'}"
 
 
@@ -93,8 +94,9 @@ def _check_reachable(uri: str) -> None:
     )
 
 
-def _client() -> MlflowClient:
-    uri = _uri()
+def mlflow_client() -> MlflowClient:
+    """A client of the tracking + registry store in use, checked reachable first."""
+    uri = current_uri()
     _check_reachable(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -118,18 +120,6 @@ def _number(v: Any) -> float | None:
     if isinstance(v, int | float) and math.isfinite(v):
         return float(v)
     return None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        out = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrackingError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(out, dict):
-        raise TrackingError(f"{path}: expected a JSON object")
-    return out
 
 
 def _series(run_meta: dict[str, Any], unlearn: dict[str, Any]) -> list[tuple[str, float, int]]:
@@ -172,7 +162,7 @@ def _find_certificate(run_dir: Path, artifacts: Sequence[Path]) -> dict[str, Any
         p = Path(p)
         cand = p / "certificate.json" if p.is_dir() else p
         if cand.name == "certificate.json" and cand.is_file():
-            return _read_json(cand)
+            return read_json(cand)
     return {}
 
 
@@ -186,7 +176,7 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     root = os.environ.get(ARTIFACTS_ENV)
-    uri = _uri()
+    uri = current_uri()
     if not root and uri.startswith("sqlite:///"):  # next to the database, not in the working folder
         db = Path(uri.removeprefix("sqlite:///"))
         root = (db.parent / f"{db.stem}-artifacts").as_uri()
@@ -233,13 +223,13 @@ def log_run(
             raise TrackingError(f"{a}: artifact to log does not exist")
         if a.name in (MODEL_PATH, kind):
             raise TrackingError(f"{a}: the artifact name '{a.name}' is reserved for the run folder")
-    meta, unlearn = _read_json(run_dir / "run.json"), _read_json(run_dir / "unlearn.json")
+    meta, unlearn = read_json(run_dir / "run.json"), read_json(run_dir / "unlearn.json")
     cert = _find_certificate(run_dir, extra)
     flat = dict(_flatten(meta.get("config") or {}))
     flat |= {f"unlearn.{k}": v for k, v in _flatten(unlearn.get("config") or {})}
     flat |= dict(_flatten(params or {}))
     ts = int(time.time() * 1000)
-    finals = _finals(_read_json(run_dir / "metrics.json"), cert) | {
+    finals = _finals(read_json(run_dir / "metrics.json"), cert) | {
         _key(k): float(v) for k, v in (metrics or {}).items()
     }
     metric_rows = [Metric(k, v, ts, s) for k, v, s in _series(meta, unlearn)]
@@ -257,12 +247,12 @@ def log_run(
     tags["mlflow.runName"] = run_name or "-".join(
         x for x in (kind, tags.get("backbone"), tags.get("dataset")) if x
     )
-    client = _client()
+    client = mlflow_client()
     try:
         run_id = client.create_run(_experiment_id(client, experiment), tags=tags).info.run_id
     except MlflowException as exc:
         raise TrackingError(
-            f"MLflow at {redact_uri(_uri())}: cannot create a run: {redact_text(str(exc))}"
+            f"MLflow at {redact_uri(current_uri())}: cannot create a run: {redact_text(str(exc))}"
         ) from exc
     try:
         params_rows = [Param(_key(k), str(v)[:6000]) for k, v in flat.items()]

@@ -14,13 +14,11 @@ definition. Local triggers on one checkout run one after the other (a lock)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tru.data.dataset import write_atomic
 from tru.mlops.versioning import (
     VersioningError,
     check_repo,
@@ -28,6 +26,7 @@ from tru.mlops.versioning import (
     has_requests_at,
     only_dataset_at,
     read_requests_at,
+    repo_lock,
     resolve_rev,
 )
 from tru.utils import LOG
@@ -42,21 +41,6 @@ class TriggerFailed(RuntimeError):
     def __init__(self, message: str, entry: dict[str, Any]) -> None:
         super().__init__(message)
         self.entry = entry
-
-
-@contextlib.contextmanager
-def trigger_lock(repo: Path) -> Iterator[None]:
-    """An exclusive lock on ``<repo>/.tru/trigger.lock``: two hooks firing at once run one after the other."""
-    folder = repo / ".tru"
-    folder.mkdir(exist_ok=True)
-    if not (folder / ".gitignore").is_file():
-        write_atomic(folder / ".gitignore", b"*\n")
-    with open(folder / "trigger.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def trigger(
@@ -99,7 +83,7 @@ def trigger(
         "data_version": data_version(root, sha),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    lock = trigger_lock(root) if mode == "local" else contextlib.nullcontext()
+    lock = repo_lock(root, "trigger") if mode == "local" else contextlib.nullcontext()
     with lock:
         forgotten = registry.forgotten_requests(name)
         pending = pending_requests(manifest, forgotten)

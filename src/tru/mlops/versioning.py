@@ -450,19 +450,24 @@ def requests_add(
 
 
 @contextlib.contextmanager
-def requests_lock(repo: Path) -> Iterator[None]:
-    """An exclusive lock on the repository's manifest (``.tru/requests.lock``): concurrent
-    ``tru requests add`` run one after the other. ``.tru/`` ignores itself in git."""
+def repo_lock(repo: Path, name: str) -> Iterator[None]:
+    """An exclusive lock ``<repo>/.tru/<name>.lock`` (two writers run one after the other, across
+    processes); ``.tru/`` ignores itself in git."""
     folder = repo / ".tru"
     folder.mkdir(exist_ok=True)
     if not (folder / ".gitignore").is_file():
         write_atomic(folder / ".gitignore", b"*\n")
-    with open(folder / "requests.lock", "w") as fh:
+    with open(folder / f"{name}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def requests_lock(repo: Path) -> contextlib.AbstractContextManager[None]:
+    """The manifest's lock: concurrent ``tru requests add`` run one after the other."""
+    return repo_lock(repo, "requests")
 
 
 def _remove_own_row(manifest: Path, req: DeletionRequest, existed: bool) -> None:

@@ -314,13 +314,19 @@ class MGCN(Recommender):
     # ---------------------------------------------------------------- unlearning maps
     def initial_rows(self, seed: int) -> dict[str, Tensor]:
         """The ID tables as :func:`tru.models.build_backbone` draws them with ``seed`` (global RNG state
-        untouched). A user without a retained interaction is never in a BPR or contrastive batch, so its
-        row keeps exactly this value through retraining (Adam on a zero gradient does not move it)."""
+        untouched) and the trainable raw feature tables as initialised (the dataset's features). A user
+        without a retained interaction is never in a BPR or contrastive batch, so its row keeps exactly
+        this value through retraining (Adam on a zero gradient does not move it)."""
         with seeded(seed):
             users, items = _id_tables(self.n_users, self.n_items, self.embedding_dim)
+        raw = {
+            f"feat_{m}.weight": torch.as_tensor(self._raw_features[m], dtype=torch.float32)
+            for m in self.modalities
+        }
         return {
             "user_embedding.weight": users.weight.detach(),
             "item_id_embedding.weight": items.weight.detach(),
+            **raw,
         }
 
     def branches(self) -> dict[str, list[str]]:

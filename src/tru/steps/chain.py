@@ -10,57 +10,34 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tru.steps.params import PipelineParams
 from tru.utils import LOG
 
 STEP_DIRS = ("ingest", "train", "sensitivity", "unlearn", "certify", "register")
 
 
-def run_chain(
-    *,
-    repo: str,
-    rev: str = "",
-    dataset: str,
-    backbone: str = "mgcn",
-    method: str = "tru",
-    policy: str = "",
-    tracking_uri: str = "",
-    requests: str = "",
-    generate_requests: bool = False,
-    regime: str = "interaction",
-    ratio: float = 0.05,
-    seed: int = 0,
-    epochs: int = 0,
-    max_steps: int = 0,
-    retrain: bool = True,
-    audit_seeds: str = "0,1,2",
-    reuse_champion: bool = True,
-    deadline_days: float = 30.0,
-    confirm: bool = False,
-    work_dir: Path | str | None = None,
-) -> dict[str, Any]:
-    """ingest → train → sensitivity → unlearn → certify → register; returns register's outcome plus
-    ``seconds`` and ``work_dir``. A failing step raises (its output folder stays for inspection); the
-    registry is changed only by the last step."""
+def run_chain(params: PipelineParams, work_dir: Path | str | None = None) -> dict[str, Any]:
+    """ingest → train → sensitivity → unlearn → certify → register with ``params``; returns register's
+    outcome plus ``seconds`` and ``work_dir``. A failing step raises (its output folder stays for
+    inspection); the registry is changed only by the last step."""
     from tru.steps import certify, ingest, register, sensitivity, train, unlearn
 
+    p = params
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    work = (
-        Path(work_dir)
-        if work_dir
-        else Path(repo or ".") / ".tru" / "runs" / f"{(rev or 'local')[:12]}-{stamp}"
-    )
+    default = Path(p.repo or ".") / ".tru" / "runs" / f"{(p.data_rev or 'local')[:12]}-{stamp}"
+    work = Path(work_dir) if work_dir else default
     d = {name: work / name for name in STEP_DIRS}
     t0 = time.perf_counter()
-    info = ingest.ingest(
-        repo, rev, dataset, d["ingest"] / "data", d["ingest"] / "requests.csv", requests=requests,
-        generate_requests=generate_requests, regime=regime, ratio=ratio, seed=seed,
-    )  # fmt: skip
     data, manifest = d["ingest"] / "data", d["ingest"] / "requests.csv"
+    info = ingest.ingest(
+        p.repo, p.data_rev, p.dataset, data, manifest, requests=p.requests,
+        generate_requests=p.generate_requests, regime=p.regime, ratio=p.ratio, seed=p.seed,
+    )  # fmt: skip
     target = d["train"] / "target_requests.csv"
+    common = {"dataset_name": info["dataset_name"], "data_version": info["data_version"]}
     train.train(
-        data, manifest, backbone, d["train"] / "model", target, dataset_name=info["dataset_name"],
-        data_version=info["data_version"], tracking_uri=tracking_uri, epochs=epochs,
-        reuse_champion=reuse_champion, deadline_days=deadline_days, confirm=confirm,
+        data, manifest, p.backbone, d["train"] / "model", target, **common, tracking_uri=p.tracking_uri,
+        epochs=p.epochs, reuse_champion=p.reuse_champion, deadline_days=p.deadline_days, confirm=p.confirm,
     )  # fmt: skip
     model = d["train"] / "model"
     sensitivity.sensitivity(data, model, target, d["sensitivity"])
@@ -69,17 +46,16 @@ def run_chain(
         model,
         target,
         d["unlearn"],
-        method=method,
-        max_steps=max_steps,
+        method=p.method,
+        max_steps=p.max_steps,
         sensitivity_dir=d["sensitivity"],
     )
-    seeds = tuple(int(s) for s in audit_seeds.split(",") if s.strip())
     certify.certify(
-        data, model, d["unlearn"], target, d["certify"], policy=policy, retrain=retrain, seeds=seeds
+        data, model, d["unlearn"], target, d["certify"], policy=p.policy, retrain=p.retrain, seeds=p.seeds
     )
     result = register.register(
-        d["unlearn"], d["certify"], data, target, dataset_name=info["dataset_name"], backbone=backbone,
-        data_version=info["data_version"], tracking_uri=tracking_uri, sensitivity_dir=d["sensitivity"],
+        d["unlearn"], d["certify"], data, target, **common, backbone=p.backbone, tracking_uri=p.tracking_uri,
+        sensitivity_dir=d["sensitivity"],
     )  # fmt: skip
     result |= {"seconds": round(time.perf_counter() - t0, 2), "work_dir": str(work)}
     d["register"].mkdir(parents=True, exist_ok=True)
@@ -103,6 +79,6 @@ def run_for_trigger(
     ``options`` are pipeline parameters (dataset, backbone, method, policy, epochs, ...)."""
     if mode != "local":
         raise ValueError("the steps runner is local only; cluster mode submits the Kubeflow pipeline")
-    options.pop("data_version", None)
-    options.pop("host", None)
-    return run_chain(repo=str(repo), rev=rev, work_dir=work_dir, **options)
+    for key in ("data_version", "host", "namespace", "repo_url", "wait"):
+        options.pop(key, None)
+    return run_chain(PipelineParams.of({**options, "repo": str(repo), "data_rev": rev}), work_dir)

@@ -14,6 +14,7 @@ which retained users depend heavily (large ψ_b), is damped.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from tru.unlearn.config import UnlearnConfig
@@ -32,11 +33,20 @@ class BranchScaler:
         self.alpha: dict[str, float] = {b: 1.0 for b in self.branches}
 
     def _norms(self, tensors: dict[str, Tensor | None]) -> np.ndarray:
-        sq = dict.fromkeys(self.branches, 0.0)
+        """‖·‖ per branch over the given tensors (one fused norm per branch, one host sync in all)."""
+        groups: dict[str, list[Tensor]] = {b: [] for b in self.branches}
         for name, t in tensors.items():
             if t is not None and name in self.param_branch:
-                sq[self.param_branch[name]] += float(t.detach().float().pow(2).sum())
-        return np.sqrt(np.array([sq[b] for b in self.branches]))
+                groups[self.param_branch[name]].append(t.detach())
+        per = []
+        for b in self.branches:
+            ts = groups[b]
+            per.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(ts))) if ts else None)
+        zero = next((x for x in per if x is not None), None)
+        if zero is None:
+            return np.zeros(len(self.branches))
+        vals = torch.stack([x if x is not None else torch.zeros_like(zero) for x in per])
+        return vals.double().cpu().numpy()
 
     def update(
         self, g_f: dict[str, Tensor | None], g_r: dict[str, Tensor | None], params: dict[str, Tensor]

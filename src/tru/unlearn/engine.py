@@ -25,9 +25,10 @@ percentiles of D_f pairs (:mod:`tru.eval.rank`) with their per-pair HR@20. Stopp
   or when the signed shift Δ = mean(ref) − mean(D_f) is ≤ 0 (the deleted pairs already rank at or below
   the retrain-free reference: pushing further only over-forgets); for target items' pairs (item regime,
   no retrain-free reference: see :class:`Checker`) when their percentiles stop moving (W₁ between two
-  checks ≤ ``rank_plateau``); ``hr``: per-pair HR@20 ≤ target.
+  checks ≤ ``rank_plateau`` × the fastest move); ``hr``: per-pair HR@20 ≤ target.
 * Guard: valid Recall@20 below ``min_retain_ratio`` × the starting point's (after the rebuild) stops.
-* The mean RFG gate below ``gate_stop`` stops; ``max_steps`` stops.
+* ``hr`` rule only: the mean RFG gate below ``gate_stop`` stops (under the rank rule a closed gate only
+  ends the gated push: pairs out of the top-K can still rank far above the reference); ``max_steps``.
 
 Whatever stops it, the engine returns the **best state so far** among the checks that passed the guard
 (rank rule: the smallest W₁; hr rule: the latest), the start included. When that is the start, the
@@ -182,7 +183,8 @@ class Checker:
     * pairs of target items (item regime): retraining trains them only as negatives and sinks them
       towards the bottom of every ranking, where BPR with them as negatives converges; no retrain-free
       model tells how far, so the target is that convergence: ``sink_move`` = W₁ between the target
-      pairs' percentiles at this check and at the previous one, met when ≤ ``rank_plateau``."""
+      pairs' percentiles at this check and at the previous one, met when it has slowed to
+      ``rank_plateau`` × its fastest so far (relative, so that it does not depend on the learning rate)."""
 
     def __init__(
         self, dataset: RecDataset, spec: ForgetSpec, cfg: UnlearnConfig, target: ForgetTarget | None
@@ -192,10 +194,12 @@ class Checker:
         rng = np.random.default_rng([cfg.seed, 5])
         self.valid = _user_sample(spec.valid, cfg.check_users, rng)
         self.forget = _user_sample(spec.forget, cfg.check_users, rng)
-        self.sink = np.isin(self.forget.items, np.asarray(spec.items, np.int64))
+        sink = target is not None and target.sink
+        self.sink = np.isin(self.forget.items, np.asarray(spec.items, np.int64)) & sink
         self.has_ref = target is not None and len(target.percentiles) > 0 and bool((~self.sink).any())
         self.has_sink = bool(self.sink.any())
         self._previous_sink: np.ndarray | None = None
+        self._fastest = 0.0
         self.seconds = 0.0
 
     def __call__(self, model: Recommender, step: int) -> dict[str, Any]:
@@ -218,6 +222,7 @@ class Checker:
             row["sink_pct_mean"] = float(now.mean())
             if self._previous_sink is not None:
                 row["sink_move"] = wasserstein1(now, self._previous_sink)
+                self._fastest = max(self._fastest, row["sink_move"])
             self._previous_sink = now
         self.seconds += time.perf_counter() - t0
         return row
@@ -234,7 +239,8 @@ class Checker:
         if self.has_ref:
             ok &= bool(row["rank_w1"] <= self.cfg.rank_tolerance or row["rank_shift"] <= 0)
         if self.has_sink:
-            ok &= bool(row.get("sink_move", math.inf) <= self.cfg.rank_plateau)
+            move = row.get("sink_move", math.inf)
+            ok &= bool(move < self._fastest and move <= self.cfg.rank_plateau * self._fastest)
         return ok
 
     def score(self, row: dict[str, Any]) -> float:
@@ -282,7 +288,7 @@ def run_engine(
     frozen = _row_masks(model, exact_rows)
     sink = (
         ItemSinkStream(spec, cfg.item_sink_batch_size, cfg.seed, dev)
-        if opts.item_sink and len(spec.items)
+        if opts.item_sink and len(spec.items) and target is not None and target.sink
         else None
     )
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -396,7 +402,7 @@ def run_engine(
             best_state, best_step, best_score = copy.deepcopy(model.state_dict()), step, score
         if check.met(row):
             stop_reason = "forget target met"
-        elif gate is not None and gate.mean_gate < cfg.gate_stop:
+        elif gate is not None and cfg.stop_rule == "hr" and gate.mean_gate < cfg.gate_stop:
             stop_reason = "gate closed"
     if scaler is not None:
         alpha_history.append({"step": step, "alpha": dict(scaler.alpha)})

@@ -24,32 +24,38 @@ def reinit_proxy(model: Recommender, spec: ForgetSpec, seed: int = 0) -> tuple[R
     """A copy of ``model`` that never saw the deleted users / items as far as its own rows go: graphs
     rebuilt from D_r; the rows of users without a retained interaction set to what retraining with
     ``seed`` leaves them (:meth:`~tru.models.base.Recommender.untrained_row_values`, the exact part of
-    tru-method.md §7a; a table the backbone gives no value for is re-drawn); the ID-table rows of the
-    target items (axis ``item``; retraining trains them as negatives) re-drawn from the backbones'
-    initial distribution, Xavier-uniform U(−b, b), b = √(6 / (n_rows + d)). Returns the copy and the
-    number of parameters set."""
+    tru-method.md §7a); the target items' rows of every item-axis table set to their initial values
+    (:meth:`~tru.models.base.Recommender.initial_rows` with ``seed``: MGCN's ID rows and trainable raw
+    feature rows; retraining trains them, as negatives only). A user / ID table without a known initial
+    value is re-drawn Xavier-uniform U(−b, b), b = √(6 / (n_rows + d)). Returns the copy and the number
+    of parameters set."""
     proxy = copy.deepcopy(model)
     proxy.rebuild(spec.retain)
     params = dict(proxy.named_parameters())
     gen = torch.Generator().manual_seed(int(seed))
     users = proxy.untrained_users(spec.retain)
     exact = proxy.untrained_row_values(users, int(seed)) if len(users) else {}
+    init = proxy.initial_rows(int(seed)) if len(spec.items) else {}
     changed = 0
     for unit in proxy.layer_units():
-        if unit.branch != ID_BRANCH or unit.kind != "table" or unit.axis not in ("user", "item"):
+        if unit.kind != "table" or unit.axis not in ("user", "item"):
             continue
-        rows = users if unit.axis == "user" else spec.items
+        rows = users if unit.axis == "user" else np.asarray(spec.items, np.int64)
         if len(rows) == 0:
             continue
         for name in unit.params:
             p = params[name]
             if p.dim() != 2:
                 continue
-            if name in exact:
+            if unit.axis == "user" and name in exact:
                 fresh = exact[name]
-            else:
+            elif unit.axis == "item" and name in init:
+                fresh = init[name][torch.as_tensor(rows)]
+            elif unit.branch == ID_BRANCH:
                 bound = math.sqrt(6.0 / (p.shape[0] + p.shape[1]))
                 fresh = (torch.rand((len(rows), p.shape[1]), generator=gen) * 2 - 1) * bound
+            else:
+                continue
             with torch.no_grad():
                 p[torch.as_tensor(rows, device=p.device)] = fresh.to(p.device, p.dtype)
             changed += fresh.numel()
