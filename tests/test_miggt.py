@@ -207,3 +207,41 @@ def test_bad_modality_name_is_rejected(tiny: RecDataset) -> None:
     )
     with pytest.raises(DataError, match="fusion"):
         MIGGT(bad, SMALL)
+
+
+def test_isolated_nodes_get_no_self_loop_unless_asked(tiny: RecDataset) -> None:
+    """After a rebuild without some items' edges, an isolated node propagates to α·h0 (no neighbours to
+    average; ``isolated_self_loop: false``), not to its own input at full weight (the reference's A + I);
+    connected nodes are unchanged either way, and training data without isolated nodes gives the same
+    graph."""
+    items = np.array([0, 1])
+    train = tiny.train.subset(~np.isin(tiny.train.items, items))
+    iso = tiny.n_users + items
+    h0 = torch.randn(tiny.n_users + tiny.n_items, 5)
+    outs = {}
+    for loop in (False, True):
+        model = _model(tiny, isolated_self_loop=loop)
+        full = model.adj_val.clone()
+        model.rebuild(train)
+        outs[loop] = mgdcf_propagate(model.graph, h0, 3, 0.1, 0.9, 0.2, training=False)
+        model.rebuild(tiny.train)
+        assert torch.equal(model.adj_val, full)  # no isolated node in training data: identical graphs
+    torch.testing.assert_close(outs[False][iso], 0.1 * h0[iso])
+    torch.testing.assert_close(outs[True][iso], h0[iso])
+    rest = np.setdiff1d(np.arange(len(h0)), iso)
+    torch.testing.assert_close(outs[False][rest], outs[True][rest])
+
+
+def test_initial_rows_repeat_the_constructor(tiny: RecDataset) -> None:
+    model = build_backbone("miggt", tiny, {**SMALL, "seed": 11})
+    rows = model.initial_rows(11)
+    fresh = build_backbone("miggt", tiny, {**SMALL, "seed": 11})
+    assert torch.equal(rows["user_embedding.weight"], fresh.user_embedding.weight.detach())
+    users = np.array([2, 5])
+    trained = tiny.train.subset(~np.isin(tiny.train.users, users))
+    with torch.no_grad():
+        model.user_embedding.weight.mul_(3.0)
+    reset = model.reset_untrained_rows(trained, 11)
+    assert set(reset) == {"user_embedding.weight"} and list(reset["user_embedding.weight"]) == [2, 5]
+    assert torch.equal(model.user_embedding.weight[users], fresh.user_embedding.weight[users])
+    assert torch.equal(model.user_embedding.weight[0], 3.0 * fresh.user_embedding.weight[0])

@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from tru.cli import main
-from tru.commands.common import MARKER, CLIError, atomic_dir, check_output_dir
+from tru.commands.common import atomic_dir
 from tru.data.dataset import DataError, DatasetManifest, file_sha256, load_dataset, write_dataset
+from tru.outputs import MARKER, OutputError, check_output_dir
 from tru.utils import redact_text, redact_uri
 
 from .conftest import make_tiny_frame
@@ -159,7 +160,7 @@ def test_atomic_dir_accepts_runs_of_an_older_tru_but_not_mixed_folders(tmp_path:
     mixed.mkdir()
     (mixed / "run.json").write_text("{}")
     (mixed / "notes.txt").write_text("mine")
-    with pytest.raises(CLIError, match="not written by tru"), atomic_dir(mixed, True, (), "tru train"):
+    with pytest.raises(OutputError, match="not written by tru"), atomic_dir(mixed, True, (), "tru train"):
         pass
     assert (mixed / "notes.txt").read_text() == "mine"
 
@@ -204,9 +205,9 @@ def test_certificate_folder_is_marked_and_only_tru_folders_are_replaced(tmp_path
 def test_check_output_dir_resolves_symlinks(base: Path, tmp_path: Path) -> None:
     link = tmp_path / "alias"
     link.symlink_to(base.parent, target_is_directory=True)
-    with pytest.raises(CLIError, match="lies inside the input folder --data"):
+    with pytest.raises(OutputError, match="lies inside the input folder --data"):
         check_output_dir(link / "base" / "x", [("--data", base, True)])
-    with pytest.raises(CLIError, match="is the input --requests"):
+    with pytest.raises(OutputError, match="is the input --requests"):
         check_output_dir(tmp_path / "r.csv", [("--requests", tmp_path / "r.csv", False)])
     assert check_output_dir(tmp_path / "fresh", [("--data", base, True)]) == (tmp_path / "fresh").resolve()
 

@@ -287,11 +287,15 @@ print(json.dumps({"out": out.to_dict(orient="list"), "bad": bad, "leaked": leake
 """
 
 
-def _use_experiment(store: MlflowStore) -> None:
-    mlflow.set_tracking_uri(store.uri)
-    if mlflow.get_experiment_by_name("serving") is None:
-        mlflow.create_experiment("serving", artifact_location=store.artifacts)
-    mlflow.set_experiment("serving")
+def _use_experiment(store: MlflowStore) -> str:
+    """The test store's experiment id. The store is chosen by ``$MLFLOW_TRACKING_URI`` (set by the
+    fixture), never by ``mlflow.set_tracking_uri`` / ``set_experiment``: those globals would outlive the
+    test and send later tests' runs to this store."""
+    assert mlflow.get_tracking_uri() == store.uri
+    exp = mlflow.get_experiment_by_name("serving")
+    if exp is not None:
+        return exp.experiment_id
+    return mlflow.create_experiment("serving", artifact_location=store.artifacts)
 
 
 def test_register_champion_and_load_in_a_fresh_process(
@@ -361,7 +365,7 @@ def test_mlflow_models_serve_answers_over_http(
     world: dict[str, Any], mlflow_store: MlflowStore, tmp_path: Path
 ) -> None:
     _use_experiment(mlflow_store)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=_use_experiment(mlflow_store)):
         uri = log_servable(world["arrays"])
     mv = mlflow.register_model(uri, MODEL_NAME)
     mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", mv.version)

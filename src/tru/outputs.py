@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextvars
 import json
 import os
-from collections.abc import Iterable, Iterator
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -195,3 +197,43 @@ def marker_bytes(command: str) -> bytes:
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return (json.dumps(meta, indent=2) + "\n").encode()
+
+
+@contextmanager
+def atomic_dir(
+    out: Path,
+    overwrite: bool,
+    inputs: Sequence[tuple[str, Path | str, bool]] | None = None,
+    command: str | None = None,
+) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it (with tru's ``.tru-output`` marker) replaces
+    ``out``, on failure it is removed, so ``out`` is never half-written and an existing ``out`` survives
+    a failed run. ``out`` is checked first (:func:`check_output_dir`); ``inputs`` and ``command`` default
+    to those of the running CLI command."""
+    inv = current_invocation()
+    inputs = inv.inputs if inputs is None else tuple(inputs)
+    command = inv.command if command is None else command
+    real = check_output_dir(out, inputs, overwrite, command)
+    real.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.", dir=real.parent))
+    old: Path | None = None
+    try:
+        yield tmp
+        (tmp / MARKER).write_bytes(marker_bytes(command))
+        check_output_dir(real, inputs, overwrite, command)  # again: the folder may have changed meanwhile
+        if real.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{real.name}.old-", dir=real.parent))
+            old.rmdir()
+            real.rename(old)
+        try:
+            tmp.rename(real)
+        except BaseException:
+            if old is not None:
+                old.rename(real)
+                old = None
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -581,9 +581,9 @@ def run_calibration(
     ``null.png``, and with ``save_retrains`` the retrains under ``retrains/seed-S``)."""
     from tru.certify.certificate import open_run
     from tru.certify.policy import load_policy
-    from tru.commands.common import atomic_dir
     from tru.data.dataset import load_dataset
     from tru.forget.requests import read_requests, resolve_requests
+    from tru.outputs import atomic_dir
     from tru.utils import resolve_device
 
     if isinstance(device, str) or device is None:

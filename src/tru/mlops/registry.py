@@ -194,9 +194,15 @@ def registry_lock(name: str, timeout: float = 120.0) -> Iterator[None]:
             )
             break
         except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise TrackingError(f"registry lock {lock}: {exc}") from exc
-        held = _registered(client, lock)
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # e.g. a busy sqlite store: try again
+                if time.monotonic() > deadline:
+                    raise TrackingError(f"registry lock {lock}: {exc}") from exc
+                time.sleep(0.05 + random.random() * 0.2)
+                continue
+        try:
+            held = _registered(client, lock)
+        except MlflowException:
+            held = None
         if held is not None:
             try:
                 age = time.time() - float((held.tags or {}).get("acquired_at", "0"))

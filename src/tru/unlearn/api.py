@@ -100,7 +100,7 @@ def run_unlearning(
         no_update = False
     else:
         configure_determinism(original.device, bool(model_config.get("deterministic", True)))
-        target = forget_target(original, dataset, spec, cfg.seed)
+        target = forget_target(original, dataset, spec, cfg.seed, cfg.item_target)
         model = copy.deepcopy(original)
         exact = prepare_start(model, spec, cfg)
         start = snapshot(model)

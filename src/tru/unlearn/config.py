@@ -58,6 +58,7 @@ class UnlearnConfig(Mapping[str, Any]):
     stop_rule: Literal["rank", "hr"]
     rank_tolerance: float
     rank_plateau: float
+    item_target: Literal["auto", "sink", "proxy"]
     min_retain_ratio: float
     # ranking fusion gate (§4)
     rfg: bool
