@@ -28,6 +28,7 @@ from tru.eval.evaluator import evaluate_pairs, per_pair_hit_rate
 from tru.forget.generate import generate_requests
 from tru.forget.requests import resolve_requests, write_requests
 from tru.models import build_backbone
+from tru.runfolder import has_model
 from tru.train.trainer import Trainer
 from tru.unlearn.api import run_unlearning, unlearn_config
 from tru.utils import LOG
@@ -84,7 +85,7 @@ def _append(path: Path, row: dict[str, Any]) -> None:
 def _original(ds: RecDataset, backbone: str, seed: int, epochs: int | None, cache: Path) -> tuple[Any, dict]:
     folder = cache / f"{ds.name}-{backbone}-s{seed}"
     cfg = load_config(backbone, ds.name, overrides={"seed": seed, "epochs": epochs})
-    if (folder / "model.pt").is_file():
+    if has_model(folder):
         run = load_run(folder, ds)
         return run.model, run.config
     model = build_backbone(backbone, ds, cfg)

@@ -80,6 +80,7 @@ from tru.certify.report import build_images, render_html
 from tru.checkpoint import LoadedRun, load_run, pairs_fingerprint, weights_sha256
 from tru.data.dataset import DataError, RecDataset
 from tru.forget.spec import ForgetSpec
+from tru.runfolder import CERT_FILE, REPORT_FILE, UNLEARN_FILE
 from tru.utils import git_commit
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -88,9 +89,6 @@ EVIDENCE_RETRAIN = "retrain comparison"
 EVIDENCE_FREE = "retrain-free (weaker than retrain comparison)"
 TOL_CALIBRATED = "calibrated (revision 2)"
 TOL_FIXED = "fixed (revision 1 policy; no calibration)"
-UNLEARN_FILE = "unlearn.json"
-CERT_FILE = "certificate.json"
-REPORT_FILE = "report.html"
 REBUILD_ONLY = "rebuild only"
 
 

@@ -29,6 +29,7 @@ PARAM_FLAGS = (  # (flag, pipeline parameter, type)
     ("--max-steps", "max_steps", int),
     ("--audit-seeds", "audit_seeds", str),
     ("--deadline-days", "deadline_days", float),
+    ("--calibration", "calibration", str),
 )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tru.commands.common import add_config_flags, atomic_dir, config_files, overrides_from, print_metrics
+from tru.runfolder import SENSITIVITY_FILE
 from tru.utils import write_json
 
 
@@ -54,7 +55,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         from tru.config import ConfigError
 
         path = Path(args.sensitivity)
-        path = path / "sensitivity.json" if path.is_dir() else path
+        path = path / SENSITIVITY_FILE if path.is_dir() else path
         if not path.is_file():
             raise ConfigError(f"--sensitivity {args.sensitivity}: no sensitivity.json there")
         sensitivity = json.loads(path.read_text())
@@ -82,7 +83,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     report = run_sensitivity(run.model, dataset, spec, cfg)
     report["spec"] = spec.summary(dataset.n_items)
     with atomic_dir(Path(args.out), args.overwrite) as tmp:
-        write_json(tmp / "sensitivity.json", report)
+        write_json(tmp / SENSITIVITY_FILE, report)
         plot_sensitivity(report, tmp / "sensitivity.png")
     sel = [u["label"] for u in report["units"] if u["selected"]]
     print(

@@ -153,6 +153,7 @@ def build_pipeline(cfg: ClusterConfig = CLUSTER) -> Any:
         reuse_champion: bool = P.reuse_champion,
         deadline_days: float = P.deadline_days,
         confirm: bool = P.confirm,
+        calibration: str = P.calibration,
     ) -> str:
         """The parameters of :class:`tru.steps.params.PipelineParams` (their meaning and defaults), plus
         ``image`` / ``cpu_image``: the images the GPU and CPU tasks run in."""
@@ -175,7 +176,7 @@ def build_pipeline(cfg: ClusterConfig = CLUSTER) -> Any:
         )  # fmt: skip
         ce = certify(
             data=data, original=model, unlearned=un.outputs["unlearned"], target_requests=target,
-            policy=policy, retrain=retrain, audit_seeds=audit_seeds,
+            policy=policy, retrain=retrain, audit_seeds=audit_seeds, calibration=calibration,
         )  # fmt: skip
         rg = register(
             unlearned=un.outputs["unlearned"], certificate=ce.outputs["certificate"], data=data,

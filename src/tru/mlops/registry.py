@@ -31,7 +31,7 @@ from tru.mlops.tracking import (  # sets MLflow's env first
     current_uri,
     mlflow_client,
 )
-from tru.runfolder import read_json
+from tru.runfolder import MODEL_FILE, RUN_FILE, read_json
 
 # isort: split
 import mlflow
@@ -92,7 +92,7 @@ def register_version(
     ``tags``, ``verdict=pending``, the run's data version and the checkpoint's provenance (backbone,
     train fingerprint, weights hash, forgotten count and commitment: never request data). No alias
     moves. On failure the version (and a model created here) is removed again."""
-    meta = read_json(Path(run_dir) / "run.json")
+    meta = read_json(Path(run_dir) / RUN_FILE)
     client = mlflow_client()
     try:
         run = client.get_run(run_id)
@@ -439,7 +439,7 @@ def champion(name: str, dest: Path | None = None) -> tuple[str, Path] | None:
         raise TrackingError(
             f"downloading '{name}' version {version} (run {mv.run_id}) failed: {exc}"
         ) from exc
-    if not (Path(local) / "model.pt").is_file():
+    if not (Path(local) / MODEL_FILE).is_file():
         raise TrackingError(f"'{name}' version {version}: run {mv.run_id} has no {MODEL_PATH}/model.pt")
     return version, Path(local)
 

@@ -31,7 +31,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-from tru.runfolder import read_json
+from tru.runfolder import CERT_FILE, METRICS_FILE, MODEL_FILE, RUN_FILE, UNLEARN_FILE, read_json
 from tru.utils import redact_text, redact_uri
 
 MODEL_PATH = "model"  # the run folder's place among the run's artifacts
@@ -160,8 +160,8 @@ def _finals(metrics_json: dict[str, Any], cert: dict[str, Any]) -> dict[str, flo
 def _find_certificate(run_dir: Path, artifacts: Sequence[Path]) -> dict[str, Any]:
     for p in (run_dir, *artifacts):
         p = Path(p)
-        cand = p / "certificate.json" if p.is_dir() else p
-        if cand.name == "certificate.json" and cand.is_file():
+        cand = p / CERT_FILE if p.is_dir() else p
+        if cand.name == CERT_FILE and cand.is_file():
             return read_json(cand)
     return {}
 
@@ -214,8 +214,8 @@ def log_run(
         raise ValueError(f"log_run: kind must be one of {KINDS}, got {kind!r}")
     if not run_dir.is_dir():
         raise TrackingError(f"{run_dir}: not a run folder")
-    has_model = (run_dir / "model.pt").is_file()
-    if kind != "certify" and not (has_model and (run_dir / "run.json").is_file()):
+    has_model = (run_dir / MODEL_FILE).is_file()
+    if kind != "certify" and not (has_model and (run_dir / RUN_FILE).is_file()):
         raise TrackingError(f"{run_dir}: a {kind} run folder needs model.pt and run.json")
     extra = [Path(a) for a in artifacts]
     for a in extra:
@@ -223,13 +223,13 @@ def log_run(
             raise TrackingError(f"{a}: artifact to log does not exist")
         if a.name in (MODEL_PATH, kind):
             raise TrackingError(f"{a}: the artifact name '{a.name}' is reserved for the run folder")
-    meta, unlearn = read_json(run_dir / "run.json"), read_json(run_dir / "unlearn.json")
+    meta, unlearn = read_json(run_dir / RUN_FILE), read_json(run_dir / UNLEARN_FILE)
     cert = _find_certificate(run_dir, extra)
     flat = dict(_flatten(meta.get("config") or {}))
     flat |= {f"unlearn.{k}": v for k, v in _flatten(unlearn.get("config") or {})}
     flat |= dict(_flatten(params or {}))
     ts = int(time.time() * 1000)
-    finals = _finals(read_json(run_dir / "metrics.json"), cert) | {
+    finals = _finals(read_json(run_dir / METRICS_FILE), cert) | {
         _key(k): float(v) for k, v in (metrics or {}).items()
     }
     metric_rows = [Metric(k, v, ts, s) for k, v, s in _series(meta, unlearn)]

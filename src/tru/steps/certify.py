@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from tru.data.dataset import DataError
-from tru.runfolder import CERT_FILE, PLAN_FILE, unlearn_meta
+from tru.runfolder import CERT_FILE, MODEL_FILE, PLAN_FILE, unlearn_meta
 from tru.steps.common import EMPTY_METHOD, load_inputs, unlearn_cfg
 from tru.steps.train import read_plan
 
@@ -80,9 +80,11 @@ def certify(
     retrain: bool = True,
     seeds: tuple[int, ...] = (0, 1, 2),
     fallback: bool = True,
-) -> dict[str, Any]:
-    """Certify (module docstring); returns the unlearned model's certificate document. A failed verdict
-    is data, not an error."""
+    calibration: str = "",
+) -> Any:
+    """Certify (module docstring); returns the unlearned model's certificate
+    (:class:`tru.certify.binding.Certificate`). ``calibration``: a stored calibration, a folder or a URI
+    (:func:`calibration_folder`). A failed or inconclusive verdict is data, not an error."""
     from tru.certify import run_certification
     from tru.certify.certificate import (
         EVIDENCE_FALLBACK,
@@ -110,9 +112,10 @@ def certify(
         retrained = (
             _retrain(data_dir, original_dir, target_csv, Path(tmp) / RETRAINED_DIR) if retrain else None
         )
+        cal = calibration_folder(calibration, Path(tmp) / "calibration") if calibration else None
         cert = run_certification(
             data_dir, original_dir, unlearned_dir, target_csv, out_dir, retrained_dir=retrained,
-            policy_path=pol, seeds=seeds, validate=False,
+            policy_path=pol, seeds=seeds, validate=False, calibration=cal,
         )  # fmt: skip
         if cert["passed"] or not fallback:
             if retrained is not None:
@@ -130,7 +133,22 @@ def certify(
     return cert
 
 
+def calibration_folder(calibration: str, where: Path) -> Path:
+    """A stored calibration as a local folder: a path as it is, a URI (``s3://…``, ``runs:/…``,
+    ``mlflow-artifacts:/…``) downloaded into ``where`` through MLflow's artifact repositories."""
+    if Path(calibration).is_dir():
+        return Path(calibration)
+    if "://" not in calibration and not calibration.startswith("runs:/"):
+        raise DataError(
+            f"calibration {calibration!r}: no such folder; expected a `tru calibrate` folder or a URI"
+        )
+    import mlflow
+
+    where.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=calibration, dst_path=str(where)))
+
+
 def fallback_paths(certificate_dir: Path) -> tuple[Path, Path] | None:
     """(fallback certificate folder, retrained model folder) when the certify step wrote a fallback."""
     fb, model = Path(certificate_dir) / FALLBACK_DIR, Path(certificate_dir) / RETRAINED_DIR
-    return (fb, model) if (fb / CERT_FILE).is_file() and (model / "model.pt").is_file() else None
+    return (fb, model) if (fb / CERT_FILE).is_file() and (model / MODEL_FILE).is_file() else None

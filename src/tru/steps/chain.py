@@ -51,8 +51,9 @@ def run_chain(params: PipelineParams, work_dir: Path | str | None = None) -> dic
         sensitivity_dir=d["sensitivity"],
     )
     certify.certify(
-        data, model, d["unlearn"], target, d["certify"], policy=p.policy, retrain=p.retrain, seeds=p.seeds
-    )
+        data, model, d["unlearn"], target, d["certify"], policy=p.policy, retrain=p.retrain, seeds=p.seeds,
+        calibration=p.calibration,
+    )  # fmt: skip
     result = register.register(
         d["unlearn"], d["certify"], data, target, **common, backbone=p.backbone, tracking_uri=p.tracking_uri,
         sensitivity_dir=d["sensitivity"],

@@ -17,7 +17,9 @@ class PipelineParams:
     champion against one retrain; ``deadline_days``: requests older than this force a full retrain;
     ``policy``: certification policy YAML text or path ('' = built-in); ``epochs`` / ``max_steps``: 0 =
     the configs' values; ``generate_requests`` (demos, benchmarks): random requests by ``regime`` /
-    ``ratio`` / ``seed`` when the data has no manifest."""
+    ``ratio`` / ``seed`` when the data has no manifest; ``calibration``: a stored calibration (the folder
+    ``tru calibrate`` writes, or a URI MLflow can download: ``s3://…``, ``runs:/…``) whose tolerances the
+    certificate uses ('' = the fixed revision-1 policy)."""
 
     dataset: str = "lfm2k"
     backbone: str = "mgcn"
@@ -38,6 +40,7 @@ class PipelineParams:
     reuse_champion: bool = True
     deadline_days: float = 30.0
     confirm: bool = False
+    calibration: str = ""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tru.certify.binding import Certificate, check_certificate, read_certificate
-from tru.runfolder import PLAN_FILE, SENSITIVITY_PNG, read_json, unlearn_meta
+from tru.runfolder import CERT_FILE, PLAN_FILE, SENSITIVITY_PNG, read_json, unlearn_meta
 from tru.steps.certify import fallback_paths
 from tru.steps.common import flat_metrics
 from tru.utils import LOG
@@ -63,7 +63,7 @@ def _log_and_register(
     ``name`` pointing at it. Returns (run id, version)."""
     from tru.mlops import registry, tracking
 
-    cert_doc = read_json(Path(cert_dir) / "certificate.json", required=True)
+    cert_doc = read_json(Path(cert_dir) / CERT_FILE, required=True)
     with tempfile.TemporaryDirectory(prefix="tru-register-") as tmp:
         stage = Path(tmp) / "run"
         shutil.copytree(Path(model_dir), stage)

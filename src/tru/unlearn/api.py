@@ -21,6 +21,7 @@ from tru.eval.evaluator import evaluate_pairs
 from tru.forget.spec import ForgetSpec
 from tru.models import build_backbone
 from tru.models.base import Recommender
+from tru.runfolder import UNLEARN_FILE
 from tru.train.trainer import Trainer, configure_determinism
 from tru.unlearn.config import UnlearnConfig
 from tru.unlearn.engine import count_changed, run_engine, snapshot
@@ -191,5 +192,5 @@ def save_unlearned(
 
         plot_sensitivity(report["sensitivity"], out / "sensitivity.png")
         report["sensitivity_png"] = "sensitivity.png"
-    write_json(out / "unlearn.json", report)
+    write_json(out / UNLEARN_FILE, report)
     return out

@@ -11,6 +11,9 @@ step on
 with α_b the BMS branch scales (1 when off) and M the CLI masks (all ones when off). With BMS off and the
 retain update confined to the same units, one backward of λ_f·L_f + λ_r·L_r gives g exactly, which is
 what MMRecUn does; so TRU with every component off *is* MMRecUn, bit for bit, and λ_f = 0 is fine-tuning.
+The rows the exact part set are frozen (their gradient zeroed at every step: they already hold what
+retraining leaves them), and D_f pairs of those users leave L_f (scored through a row that no longer
+carries anything learnt, a reverse update would only move their items along a random direction).
 
 Item sink (item regime, §7a): retrain samples the target items T as negatives for every user, so they sink
 in every ranking. For a batch of random retained pairs (v, i) ∈ D_r and t drawn uniformly from T:

@@ -31,6 +31,7 @@ def train(
     import json
     from pathlib import Path
 
+    from tru.runfolder import METRICS_FILE
     from tru.steps.common import flat_metrics
     from tru.steps.train import train as run
 
@@ -40,7 +41,7 @@ def train(
         epochs=epochs, reuse_champion=reuse_champion, deadline_days=deadline_days, confirm=confirm,
     )  # fmt: skip
     model.metadata.update({"backbone": backbone, **{k: str(v) for k, v in res.items()}})
-    mpath = Path(model.path) / "metrics.json"
+    mpath = Path(model.path) / METRICS_FILE
     if mpath.is_file():
         for name, val in flat_metrics(json.loads(mpath.read_text())).items():
             metrics.log_metric(name, val)
