@@ -80,7 +80,7 @@ from tru.certify.report import build_images, render_html
 from tru.checkpoint import LoadedRun, load_run, pairs_fingerprint, weights_sha256
 from tru.data.dataset import DataError, RecDataset
 from tru.forget.spec import ForgetSpec
-from tru.runfolder import CERT_FILE, REPORT_FILE, UNLEARN_FILE
+from tru.runfolder import CERT_FILE, REPORT_FILE, UNLEARN_FILE, unlearn_meta
 from tru.utils import git_commit
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -110,22 +110,6 @@ class AuditOptions:
     seed: int = 0  # pools, the never-seen users, the proxy's re-initialisation and the bootstrap
 
 
-def read_unlearn_meta(folder: Path) -> dict[str, Any] | None:
-    path = Path(folder) / UNLEARN_FILE
-    if not path.is_file():
-        return None
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a JSON object (method, seconds, steps, params_changed, ...)")
-    for key in ("seconds", "params_changed", "params_total", "steps"):
-        if key in raw and raw[key] is not None and not isinstance(raw[key], int | float):
-            raise DataError(f"{path}: field '{key}' must be a number, got {raw[key]!r}")
-    return raw
-
-
 def open_run(
     folder: Path | str,
     dataset: RecDataset,
@@ -136,7 +120,7 @@ def open_run(
     ``requests``: the deletion manifest, for models that forgot rows ``dataset`` still holds."""
     folder = Path(folder)
     run = load_run(folder, dataset, device=device, requests=requests)
-    return ModelRun(run, folder, read_unlearn_meta(folder))
+    return ModelRun(run, folder, unlearn_meta(folder))
 
 
 def _as_run(run: ModelRun | Path | str, dataset: RecDataset, spec: ForgetSpec) -> ModelRun:

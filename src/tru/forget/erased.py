@@ -26,7 +26,14 @@ from pathlib import Path
 
 from tru.data.dataset import DataError, write_atomic
 from tru.forget.commitment import SCHEME, commit_requests
-from tru.forget.requests import KINDS, DeletionRequest, parse_timestamp
+from tru.forget.requests import (
+    KINDS,
+    DeletionRequest,
+    csv_rows,
+    field_count_error,
+    parse_timestamp,
+    read_text,
+)
 
 ERASED_PATH = "data/deletions/erased.csv"
 HEADER = ("request_id", "kind", "requested_at", "erased_at", "commitment")
@@ -99,49 +106,25 @@ def read_erased(path: Path | str) -> list[ErasedRequest]:
     """Read the ledger strictly (module docstring); a missing file is an error, a 0-byte or header-only
     file an empty ledger. A request id given twice is an error (the ledger records each erasure once)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: erased-request ledger not found")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc}); expected a UTF-8 CSV file") from exc
-    reader = csv.reader(io.StringIO(text, newline=""))
+    text = read_text(path, "erased-request ledger")
     out: list[ErasedRequest] = []
     errors: list[str] = []
     first_line: dict[str, int] = {}
-    try:
-        header = next(reader, None)
-        while header is not None and not any(c.strip() for c in header):
-            header = next(reader, None)
-        if header is None:
-            return []
-        if tuple(c.strip() for c in header) != HEADER:
-            raise DataError(
-                f"{path}:{reader.line_num}: bad header {','.join(header)!r}; expected {','.join(HEADER)!r} "
-                "(the ledger holds no user or item ids)"
+    for line, cells in csv_rows(text, str(path), HEADER, " (the ledger holds no user or item ids)"):
+        if bad := field_count_error(str(path), line, cells, HEADER):
+            errors.append(bad)
+            continue
+        row = ErasedRequest(*(c.strip() for c in cells))
+        row_errs = check_erased(row)
+        if not row_errs and row.request_id in first_line:
+            row_errs.append(
+                f"field 'request_id': {row.request_id!r} already on line {first_line[row.request_id]}; "
+                "expected each erased request once"
             )
-        for cells in reader:
-            line = reader.line_num
-            if not any(c.strip() for c in cells):
-                continue
-            if len(cells) != len(HEADER):
-                errors.append(
-                    f"{path}:{line}: {len(cells)} fields; expected {len(HEADER)} ({','.join(HEADER)})"
-                )
-                continue
-            row = ErasedRequest(*(c.strip() for c in cells))
-            row_errs = check_erased(row)
-            if not row_errs and row.request_id in first_line:
-                row_errs.append(
-                    f"field 'request_id': {row.request_id!r} already on line {first_line[row.request_id]}; "
-                    "expected each erased request once"
-                )
-            errors += [f"{path}:{line}: {e}" for e in row_errs]
-            if not row_errs:
-                first_line[row.request_id] = line
-                out.append(row)
-    except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: not valid CSV: {exc}") from exc
+        errors += [f"{path}:{line}: {e}" for e in row_errs]
+        if not row_errs:
+            first_line[row.request_id] = line
+            out.append(row)
     _raise(f"{path}: erased-request ledger", errors)
     return out
 

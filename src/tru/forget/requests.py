@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -146,6 +146,46 @@ def _check_unique(requests: Sequence[DeletionRequest], label: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ I/O
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a CSV file (a byte-order mark allowed); errors name the file."""
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc}); expected a UTF-8 CSV file") from exc
+
+
+def csv_rows(text: str, where: str, header: Sequence[str], hint: str = "") -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of every non-blank row of a strict CSV with the header ``header`` (leading
+    blank lines skipped). A wrong header or invalid CSV is a DataError naming ``where`` and the line; a
+    row with another number of fields is yielded as it is (:func:`field_count_error` names it)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        head = next(reader, None)
+        while head is not None and not any(c.strip() for c in head):
+            head = next(reader, None)
+        if head is None:
+            return
+        if tuple(c.strip() for c in head) != tuple(header):
+            raise DataError(
+                f"{where}:{reader.line_num}: bad header {','.join(head)!r}; "
+                f"expected {','.join(header)!r}{hint}"
+            )
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                yield reader.line_num, cells
+    except csv.Error as exc:
+        raise DataError(f"{where}:{reader.line_num}: not valid CSV: {exc}") from exc
+
+
+def field_count_error(where: str, line: int, cells: Sequence[str], header: Sequence[str]) -> str | None:
+    """The error of a row whose number of fields is not the header's (None when it is)."""
+    if len(cells) == len(header):
+        return None
+    return f"{where}:{line}: {len(cells)} fields; expected {len(header)} ({','.join(header)})"
+
+
 def read_requests(path: Path | str) -> list[DeletionRequest]:
     """Read a manifest strictly: every row error is collected and one :class:`DataError` lists them,
     each as ``<file>:<line>: field '<name>': <problem>; expected <what>``.
@@ -153,59 +193,36 @@ def read_requests(path: Path | str) -> list[DeletionRequest]:
     An exact repeat of a row is kept in the list (:func:`resolve_requests` reports it as a no-op);
     a 0-byte or header-only file gives an empty list."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: deletion-request manifest not found")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc}); expected a UTF-8 CSV file") from exc
-    return _parse(text, str(path))
+    return parse_requests(read_text(path, "deletion-request manifest"), str(path))
 
 
-def _parse(text: str, where: str) -> list[DeletionRequest]:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader, None)
-        while header is not None and not any(c.strip() for c in header):
-            header = next(reader, None)
-        if header is None:
-            return []
-        if tuple(c.strip() for c in header) != HEADER:
-            raise DataError(
-                f"{where}:{reader.line_num}: bad header {','.join(header)!r}; expected {','.join(HEADER)!r}"
+def parse_requests(text: str, where: str) -> list[DeletionRequest]:
+    """A manifest's text, parsed strictly (:func:`read_requests`); ``where`` names it in errors."""
+    errors: list[str] = []
+    out: list[DeletionRequest] = []
+    lines: dict[str, tuple[int, DeletionRequest]] = {}
+    for line, cells in csv_rows(text, where, HEADER):
+        if bad := field_count_error(where, line, cells, HEADER):
+            errors.append(bad)
+            continue
+        rid, kind, u_txt, i_txt, ts = (c.strip() for c in cells[:5])
+        reason = cells[5]
+        row_errs: list[str] = []
+        uid, err_u = _parse_id(u_txt, "user_id")
+        iid, err_i = _parse_id(i_txt, "item_id")
+        row_errs += [e for e in (err_u, err_i) if e]
+        req = DeletionRequest(rid, kind, uid, iid, ts, reason)
+        bad_cells = tuple(f for f, e in (("user_id", err_u), ("item_id", err_i)) if e)
+        row_errs += check_request(req, skip=bad_cells)
+        if not row_errs and rid in lines and lines[rid][1] != req:
+            row_errs.append(
+                f"field 'request_id': {rid!r} already used on line {lines[rid][0]} with other content; "
+                "expected a unique request_id (an exact repeat of a row is allowed)"
             )
-        errors: list[str] = []
-        out: list[DeletionRequest] = []
-        lines: dict[str, tuple[int, DeletionRequest]] = {}
-        for cells in reader:
-            line = reader.line_num
-            if not any(c.strip() for c in cells):
-                continue  # blank line
-            if len(cells) != len(HEADER):
-                errors.append(
-                    f"{where}:{line}: {len(cells)} fields; expected {len(HEADER)} ({','.join(HEADER)})"
-                )
-                continue
-            rid, kind, u_txt, i_txt, ts = (c.strip() for c in cells[:5])
-            reason = cells[5]
-            row_errs: list[str] = []
-            uid, err_u = _parse_id(u_txt, "user_id")
-            iid, err_i = _parse_id(i_txt, "item_id")
-            row_errs += [e for e in (err_u, err_i) if e]
-            req = DeletionRequest(rid, kind, uid, iid, ts, reason)
-            bad_cells = tuple(f for f, e in (("user_id", err_u), ("item_id", err_i)) if e)
-            row_errs += check_request(req, skip=bad_cells)
-            if not row_errs and rid in lines and lines[rid][1] != req:
-                row_errs.append(
-                    f"field 'request_id': {rid!r} already used on line {lines[rid][0]} with other content; "
-                    "expected a unique request_id (an exact repeat of a row is allowed)"
-                )
-            errors += [f"{where}:{line}: {e}" for e in row_errs]
-            if not row_errs:
-                lines.setdefault(rid, (line, req))
-                out.append(req)
-    except csv.Error as exc:
-        raise DataError(f"{where}:{reader.line_num}: not valid CSV: {exc}") from exc
+        errors += [f"{where}:{line}: {e}" for e in row_errs]
+        if not row_errs:
+            lines.setdefault(rid, (line, req))
+            out.append(req)
     _raise_errors(f"{where}: deletion-request manifest", errors)
     return out
 

@@ -74,8 +74,8 @@ from tru.mlops.versioning import (
     DATA_DIR,
     DVC_FILE,
     REQUESTS_PATH,
-    VersioningError,
     check_repo,
+    git,
     resolve_rev,
 )
 from tru.utils import LOG
@@ -145,15 +145,6 @@ class ErasureReport:
 
 
 # ----------------------------------------------------------------------------------------- plumbing
-def _git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise VersioningError(
-            f"{repo}: git {' '.join(args[:3])} failed: {proc.stderr.strip() or proc.stdout.strip()}"
-        )
-    return proc.stdout
-
-
 def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -327,13 +318,13 @@ def _data_step(
             r.add(str(repo / DATA_DIR))
         if commit:
             paths = [DVC_FILE] + ([".gitignore"] if (repo / ".gitignore").is_file() else [])
-            _git(repo, "add", *paths)
+            git(repo, "add", *paths)
             msg = (
                 f"erase {len(ids)} deletion request(s): {_ids_text(ids)}\n\nrows removed: "
                 f"{removed['train']} train, {removed['valid']} valid, {removed['test']} test; "
                 f"ledger: {ERASED_PATH}"
             )
-            _git(repo, "commit", "-q", "-m", msg, "--", *paths)
+            git(repo, "commit", "-q", "-m", msg, "--", *paths)
     except BaseException:
         for p, old in saved.items():
             if old is None:
@@ -345,7 +336,7 @@ def _data_step(
         )
         raise
     if commit:
-        report.data_commit = _git(repo, "rev-parse", "HEAD").strip()
+        report.data_commit = git(repo, "rev-parse", "HEAD").strip()
         return StepOutcome("data", "done", f"data version committed as {report.data_commit[:12]}", counts)
     return StepOutcome(
         "data",
@@ -385,7 +376,7 @@ class GcPlan:
 
 def _dvc_md5s(repo: Path, shas: Sequence[str]) -> dict[str, str]:
     """sha → the md5 data.dvc names at that commit (commits without data.dvc left out)."""
-    prefix = _git(repo, "rev-parse", "--show-prefix").strip()
+    prefix = git(repo, "rev-parse", "--show-prefix").strip()
     if not shas:
         return {}
     out = subprocess.run(
@@ -433,7 +424,7 @@ def _plan_gc(
 
     ``simulate_new_version`` (a dry run before the data step): HEAD's objects that hold deleted rows are
     not protected, as the new version will not reference them."""
-    revs = sorted(set(_git(repo, "rev-list", "--all", "--reflog").split()) | {resolve_rev(repo, "HEAD")})
+    revs = sorted(set(git(repo, "rev-list", "--all", "--reflog").split()) | {resolve_rev(repo, "HEAD")})
     md5_at = _dvc_md5s(repo, revs)
     cache_dir = A.dvc_cache_dir(repo)
     cache = A.cache_objects(cache_dir)
@@ -531,7 +522,7 @@ def _plan_gc(
         (plan.held_versions if holds else plan.clean_versions).add(top)
         if top in plan.dirs or (gone and top not in protected_tops):
             plan.history.append(sha)
-    order = {s: i for i, s in enumerate(_git(repo, "rev-list", "--all", "--reflog", "--date-order").split())}
+    order = {s: i for i, s in enumerate(git(repo, "rev-list", "--all", "--reflog", "--date-order").split())}
     plan.history.sort(key=lambda s: order.get(s, len(order)))
     return plan
 

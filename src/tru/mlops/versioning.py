@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from tru.data.dataset import DataError, write_atomic
-from tru.forget.requests import DeletionRequest, _parse, append_requests, check_request
+from tru.forget.requests import DeletionRequest, append_requests, check_request, parse_requests
 from tru.utils import LOG
 
 REQUESTS_PATH = "data/deletions/requests.csv"
@@ -49,7 +49,8 @@ class VersioningError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------- plumbing
-def _git(repo: Path, *args: str) -> str:
+def git(repo: Path, *args: str) -> str:
+    """``git -C repo <args>``'s output; a failure is a :class:`VersioningError` with git's message."""
     proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
     if proc.returncode != 0:
         raise VersioningError(
@@ -116,9 +117,7 @@ def materialise(url: str) -> Path:
 def origin_url(repo: Path) -> str:
     """The URL of the checkout's ``origin`` remote (what a cluster run clones)."""
     url = (
-        _git(check_repo(repo), "remote", "get-url", "origin").strip()
-        if (Path(repo) / ".git").exists()
-        else ""
+        git(check_repo(repo), "remote", "get-url", "origin").strip() if (Path(repo) / ".git").exists() else ""
     )
     if not url:
         raise VersioningError(
@@ -218,7 +217,7 @@ def configure_remote(
 
 # -------------------------------------------------------------------------------------------- reading
 def _dvc_file_at(repo: Path, sha: str) -> dict[str, Any]:
-    prefix = _git(repo, "rev-parse", "--show-prefix").strip()
+    prefix = git(repo, "rev-parse", "--show-prefix").strip()
     proc = subprocess.run(
         ["git", "-C", str(repo), "show", f"{sha}:{prefix}{DVC_FILE}"], capture_output=True, text=True
     )
@@ -282,7 +281,7 @@ def read_requests_at(repo: Path | str, rev: str, path: str = REQUESTS_PATH) -> l
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{where}: not UTF-8 text ({exc}); expected a UTF-8 CSV file") from exc
-    return _parse(text, where)
+    return parse_requests(text, where)
 
 
 def resolve_rev_ref(repo: Path | str, rev: str) -> str:
@@ -511,8 +510,8 @@ def _requests_add_locked(repo: Path, req: DeletionRequest, *, push: bool, commit
             with _dvc(repo) as r:
                 r.push(targets=[str(dvc_file)], remote=remote)
         if commit:
-            _git(repo, "add", DVC_FILE, ".gitignore")
-            _git(repo, "commit", "-q", "-m", f"deletion request {req.request_id} ({req.kind})")
+            git(repo, "add", DVC_FILE, ".gitignore")
+            git(repo, "commit", "-q", "-m", f"deletion request {req.request_id} ({req.kind})")
     except BaseException:
         _remove_own_row(manifest, req, existed)  # only this request's row: never another one's
         for p, old in saved.items():
