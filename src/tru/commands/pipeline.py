@@ -76,7 +76,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     res = _call(run_local, params_from(args), root=args.pipeline_root)
     verdict = "promoted to champion" if res.get("promoted") else "champion unchanged"
-    print(json.dumps({k: v for k, v in res.items() if k != "request_ids"}, indent=2, default=str))
+    shown = {k: v for k, v in res.items() if k not in ("request_ids", "new_request_ids")}
+    shown["n_forgotten_requests"] = len(res.get("request_ids", []))
+    shown["n_new_requests"] = len(res.get("new_request_ids", []))
+    print(json.dumps(shown, indent=2, default=str))
     print(
         f"{res.get('model_name')} version {res.get('version') or '—'}: {verdict} ({res.get('evidence')}; "
         f"{len(res.get('new_request_ids', []))} new request(s); {res.get('seconds')} s)"

@@ -14,7 +14,17 @@ from pathlib import Path
 
 from tru.commands.common import CLIError
 
-_SHOWN_TAGS = ("verdict", "forgotten_requests", "contains_deleted_data", "superseded_by", "purged", "reasons")
+_SHOWN_TAGS = (
+    "verdict",
+    "evidence",
+    "confirmed",
+    "n_forgotten_requests",
+    "based_on",
+    "contains_deleted_data",
+    "superseded_by",
+    "purged",
+    "reasons",
+)
 
 
 def _connect(args: argparse.Namespace):

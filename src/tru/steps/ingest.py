@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,8 @@ def _ingest(
             )
         from tru.forget.generate import generate_requests as draw
 
-        reqs, origin = draw(ds, regime, "random", ratio, seed), "generated"
+        now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        reqs, origin = draw(ds, regime, "random", ratio, seed, requested_at=now), "generated"  # arrive now
         LOG.info("no manifest: generated %d %s requests (ratio %s, seed %d)", len(reqs), regime, ratio, seed)
     spec = resolve_requests(ds, reqs)
     out_requests.parent.mkdir(parents=True, exist_ok=True)
