@@ -12,7 +12,8 @@ starts from the original and is compared with that retrain:
 
     forget_hr_gap = HR@20(D_f) − retrain's          rank_w1 = W₁(D_f rank percentiles, retrain's)
     mia_gap       = |AUC − retrain's AUC|           (interaction-level audit, tru.certify.mia, 3 seeds)
-    retain_ratio  = test Recall@20 / retrain's      time_ratio = seconds / retrain's seconds
+    retain_ratio  = test Recall@20 / retrain's      time_ratio = seconds / retrain's seconds (wall)
+    cpu_ratio     = CPU seconds / retrain's CPU seconds (its epochs × one epoch + evaluation, measured now)
 
 ``rebuild`` is the original with the graphs rebuilt from D_r (no exact part, no update); ``exact`` adds the
 exact part (tru-method.md §7a). ``no_update`` marks a method that returned its starting point (target met
@@ -40,7 +41,7 @@ from tru.forget.generate import generate_requests
 from tru.forget.requests import resolve_requests
 from tru.models import build_backbone
 from tru.models.base import Recommender
-from tru.train.trainer import Trainer
+from tru.train.trainer import Trainer, flushed_denormals
 from tru.unlearn.api import run_unlearning, unlearn_config
 
 #: method label -> (engine method, option overrides)
@@ -58,7 +59,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "finetune": ("finetune", {}),
 }
 COLUMNS = (
-    "dataset", "backbone", "regime", "seed", "method", "seconds", "time_ratio", "steps", "no_update",
+    "dataset", "backbone", "regime", "seed", "method", "seconds", "time_ratio", "cpu_seconds", "cpu_ratio",
+    "steps", "no_update",
     "params_updated", "stop_reason", "forget_hr", "forget_hr_gap", "rank_w1", "rank_shift", "mia_auc",
     "mia_gap", "retain_recall@20", "retain_ratio",
 )  # fmt: skip
@@ -102,12 +104,35 @@ def retrained(ds: RecDataset, spec: Any, backbone: str, cfg: dict, seed: int, ca
     if (folder / "weights.pt").is_file():
         return _load(folder, retained)
     c = {**cfg, "seed": seed}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model = build_backbone(backbone, retained, c)
     res = Trainer(model, retained, c).fit()
-    meta = {"training": res.to_dict(), "seconds": time.perf_counter() - t0}
+    meta = {
+        "training": res.to_dict(),
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+    }
     _save(folder, model, c, meta)
     return model, c, meta
+
+
+_EPOCH_CPU: dict[tuple[str, str], float] = {}
+
+
+def epoch_cpu(ds: RecDataset, model: Recommender, cfg: dict) -> float:
+    """CPU seconds of one training epoch plus one valid evaluation (measured once per dataset and
+    backbone, on a copy of ``model``): × the retrain's epochs, the retrain's CPU cost on this machine now."""
+    import copy
+
+    key = (ds.name, model.name)
+    if key not in _EPOCH_CPU:
+        trainer = Trainer(copy.deepcopy(model), ds, {**cfg, "learning_rate": 0.0}, log=lambda _s: None)
+        with flushed_denormals(bool(cfg.get("flush_denormal", True))):  # as Trainer.fit runs it
+            c0 = time.process_time()
+            trainer.train_epoch(0)
+            trainer.evaluate("valid")
+            _EPOCH_CPU[key] = time.process_time() - c0
+    return _EPOCH_CPU[key]
 
 
 def measure(model: Recommender, ds: RecDataset, spec: Any) -> tuple[dict[str, float], np.ndarray]:
@@ -129,13 +154,16 @@ def run_cell(args: argparse.Namespace, ds: RecDataset, backbone: str, regime: st
     ret, _, rmeta = retrained(ds, spec, backbone, cfg, seed, args.cache)
     ref, ref_pct = measure(ret, ds, spec)
     base = {"dataset": ds.name, "backbone": backbone, "regime": regime, "seed": seed}
-    rows = [{**base, "method": "retrain", "seconds": rmeta["seconds"], **ref}]
+    retrain_cpu = rmeta.get("cpu_seconds") or epoch_cpu(ds, original, cfg) * rmeta["training"]["epochs_run"]
+    rows = [{**base, "method": "retrain", "seconds": rmeta["seconds"], "cpu_seconds": retrain_cpu, **ref}]
     orig_m, orig_pct = measure(original, ds, spec)
     rows.append({**base, "method": "original", **orig_m, **_gaps(orig_m, orig_pct, ref, ref_pct)})
     for label in args.methods:
         name, over = METHODS[label]
         ucfg = unlearn_config(cfg, {"seed": seed, **over})
+        c0 = time.process_time()
         out = run_unlearning(name, original, ds, spec, cfg, ucfg)
+        cpu = time.process_time() - c0
         rep = out.report
         m, pct = measure(out.model, ds, spec)
         rows.append(
@@ -144,6 +172,8 @@ def run_cell(args: argparse.Namespace, ds: RecDataset, backbone: str, regime: st
                 "method": label,
                 "seconds": rep["seconds"],
                 "time_ratio": rep["seconds"] / rmeta["seconds"],
+                "cpu_seconds": cpu,
+                "cpu_ratio": cpu / retrain_cpu,
                 "steps": rep["steps"],
                 "no_update": rep.get("no_update", False),
                 "params_updated": rep.get("params_updated"),
@@ -170,7 +200,8 @@ def _gaps(m: dict, pct: np.ndarray, ref: dict, ref_pct: np.ndarray) -> dict[str,
 def _line(r: dict) -> str:
     return (
         f"{r['dataset']} {r['backbone']} {r['regime']} s{r['seed']} {r['method']:16s} "
-        f"t {r.get('time_ratio', float('nan')):.3f} hr_gap {r['forget_hr_gap']:+.3f} "
+        f"t {r.get('time_ratio', float('nan')):.3f} cpu {r.get('cpu_ratio', float('nan')):.3f} "
+        f"hr_gap {r['forget_hr_gap']:+.3f} "
         f"W1 {r['rank_w1']:.3f} mia_gap {r['mia_gap']:.3f} retain {r['retain_ratio']:.3f} "
         f"{'NO UPDATE ' if r.get('no_update') else ''}{r.get('stop_reason', '')}"
     )

@@ -1,5 +1,6 @@
-"""The unlearning benchmark: a real (tiny) matrix run that resumes without redoing cells, and the summary's
-distance-to-retrain columns and policy verdicts on a hand-made results frame."""
+"""The unlearning benchmark, revision 2: a real (tiny) matrix run certified with the calibrated certificate
+(every method row written, the original never passed, the second retrain's row, the agreement columns, the
+same verdicts as ``certify`` / ``verdict_agreement``), resumability, and the summary on a hand-made frame."""
 
 from __future__ import annotations
 
@@ -9,60 +10,147 @@ import pandas as pd
 import pytest
 
 from tru import cli
-from tru.bench import KEY, BenchConfig, read_results, run_bench, summarise, with_retrain_gaps
+from tru.bench import (
+    ALL_METHODS,
+    KEY,
+    ORIGINAL,
+    SECOND,
+    BenchConfig,
+    agreement_table,
+    pass_table,
+    read_results,
+    retrain_seeds,
+    run_bench,
+    size_ratio,
+    summarise,
+)
 
 
-def _row(method: str, hr: float, auc: float, retain: float, seed: int = 0) -> dict:
-    return {"dataset": "d", "backbone": "b", "regime": "user", "strategy": "random", "ratio": 0.05,
-            "seed": seed, "method": method, "forget_hr@20": hr, "mia_auc": auc,
-            "retain_recall@20": retain}  # fmt: skip
-
-
-def test_gaps_and_policy_verdicts() -> None:
-    df = pd.DataFrame(
-        [
-            _row("retrain", 0.10, 0.50, 0.40),
-            _row("tru", 0.11, 0.54, 0.39),  # every threshold met
-            _row("mmrecun", 0.13, 0.50, 0.40),  # under-forgets: +0.03 > 0.02
-            _row("finetune", 0.04, 0.50, 0.40),  # over-forgets: −0.06 < −0.05
-            _row("gradient_ascent", 0.10, 0.44, 0.40),  # MIA gap 0.06 > 0.05
-            _row("tru-no-rfg", 0.10, 0.50, 0.38),  # retain 0.95 < 0.97
-            _row("tru", 0.10, 0.50, 0.40, seed=1),  # no retrain row for seed 1
-        ]
-    )
-    out = with_retrain_gaps(df).set_index(["method", "seed"])
-    assert out.loc[("tru", 0), "forget_hr_gap"] == pytest.approx(0.01)
-    assert out.loc[("tru", 0), "mia_auc_gap"] == pytest.approx(0.04)
-    assert out.loc[("tru", 0), "retain_ratio"] == pytest.approx(0.975)
-    verdicts = out["passes"].to_dict()
-    assert verdicts == {
-        ("retrain", 0): True, ("tru", 0): True, ("mmrecun", 0): False, ("finetune", 0): False,
-        ("gradient_ascent", 0): False, ("tru-no-rfg", 0): False, ("tru", 1): False,
-    }  # fmt: skip
-
-
-@pytest.mark.slow
-def test_tiny_matrix_resumes_and_tabulates(tiny_dir: Path, tmp_path: Path) -> None:
-    cfg = BenchConfig(
-        datasets=[str(tiny_dir)], backbones=["vbpr"], regimes=["interaction"], methods=["retrain", "tru"],
-        seeds=[0], epochs=2, unlearn={"max_steps": 10, "stop_on_target": False}, mia_seeds=1,
+def _cfg(tiny_dir: Path, **kw: object) -> BenchConfig:
+    base = dict(
+        datasets=[str(tiny_dir)], backbones=["vbpr"], regimes=["user"], seeds=[0, 1], epochs={"*": 15},
+        unlearn={"max_steps": 10, "check_every": 5}, n_boot=20, keep_models=True, validate=False,
+        # a VBPR that memorises its train set (high rate, no regulariser): the audit has power
+        recipe={"learning_rate": 0.02, "reg_weight": 0.0, "train_batch_size": 256},
     )  # fmt: skip
+    return BenchConfig(**(base | kw))  # type: ignore[arg-type]
+
+
+def test_tiny_matrix_certifies_every_method_and_resumes(tiny_dir: Path, tmp_path: Path) -> None:
+    from tru.certify import AuditOptions, certify, open_run, verdict_agreement
+    from tru.data.dataset import load_dataset
+    from tru.forget.requests import read_requests, resolve_requests
+
     out = tmp_path / "bench"
+    cfg = _cfg(tiny_dir)
     results = run_bench(cfg, out)
     df = read_results(results)
-    assert sorted(df["method"]) == ["original", "retrain", "tru"]
-    assert df.loc[df["method"] == "retrain", "time_ratio"].item() == 1.0
+    want = [m for m in ALL_METHODS if m != "tru-no-sink"]  # the item sink acts in the item regime only
+    for seed in (0, 1):
+        assert sorted(df.loc[df["seed"] == seed, "method"]) == sorted(want)
+    assert set(df["verdict"]) <= {"passed", "failed", "inconclusive"}
+    # the original is never passed (a statistics-only pass would make the audit powerless: inconclusive)
+    assert (df.loc[df["method"] == ORIGINAL, "verdict"] != "passed").all()
+    # the second retrain: a genuine retrain with another seed, timed like the reference
+    sec = df[df["method"] == SECOND]
+    assert len(sec) == 2 and (sec["update"] == "updated").all() and (sec["time_ratio"] > 0).all()
+    # the agreement columns: the retrain-free verdict with the other seed's calibration, and with its own
+    assert (df["rf_verdict"].isin(["passed", "failed", "inconclusive"])).all()
+    assert (df["agree"].astype(bool) == (df["rf_verdict"] == df["verdict"])).all()
+    assert sorted(df.groupby("seed")["rf_calibration_seed"].first().tolist()) == [0, 1]
+    assert (df.loc[df["seed"] == 0, "rf_calibration_seed"] == 1).all()
+    assert (df["agree_same"].astype(bool) == (df["rf_verdict_same"] == df["verdict"])).all()
+    # timings: every unlearned row has its own seconds and the reference retrain's
     tru = df[df["method"] == "tru"].iloc[0]
-    assert 0 < tru["params_changed"] < tru["params_total"] and 0 < tru["steps"] <= 10
+    assert tru["ref_seconds"] > 0 and tru["time_ratio"] == pytest.approx(
+        tru["seconds"] / tru["ref_seconds"], rel=0.02
+    )
+    assert (df.loc[df["method"] == "rebuild-only", "update"] == "rebuild only").all()
+    tr = pd.read_csv(out / "training.csv")
+    assert sorted(tr["role"].value_counts().to_dict().items()) == [("original", 2), ("retrain", 6)]
+    assert tr["hit_cap"].all()  # 15 epochs, patience 20: every run reaches the cap (and training.csv says so)
+
+    # the bench's verdicts are certify's and verdict_agreement's, statistic for statistic
+    ds = load_dataset(tiny_dir)
+    cell = "tiny-vbpr-user-random-0.05-s0"
+    spec = resolve_requests(ds, read_requests(out / "requests" / f"{cell}.csv"))
+    orig = open_run(out / "models" / "original" / "tiny-vbpr-s0", ds)
+    ref = open_run(
+        out / "models" / "retrain" / cell / f"seed-{retrain_seeds(0, 3)[0]}", ds, requests=spec.requests
+    )
+    cand = open_run(out / "runs" / cell / "tru", ds, requests=spec.requests)
+    opts = AuditOptions(n_boot=20)
+    cert = certify(
+        ds, spec, orig, cand, ref, seeds=(0, 1, 2), options=opts, calibration=out / "calibrations" / cell
+    )
+    assert cert.verdict == tru["verdict"]
+    for name in ("forget_hr_gap", "rank_w1", "retain_recall_ratio"):
+        assert cert.statistic(name).candidate == pytest.approx(tru[f"stat_{name}"], abs=1e-6)
+    own = verdict_agreement(
+        ds, spec, orig, cand, ref, out / "calibrations" / cell, seeds=(0, 1, 2), options=opts
+    )
+    assert own["retrain"]["verdict"] == tru["verdict"]
+    assert own["retrain_free"]["verdict"] == tru["rf_verdict_same"]
+    other = out / "calibrations" / "tiny-vbpr-user-random-0.05-s1"  # the next seed's forget set
+    agree = verdict_agreement(ds, spec, orig, cand, ref, other, seeds=(0, 1, 2), options=opts)
+    assert agree["same_forget_set"] is False and agree["retrain_free"]["verdict"] == tru["rf_verdict"]
+
+    # resumable: a rerun adds nothing; rows lost with a killed run come back, and only those
     before = results.read_bytes()
-    run_bench(cfg, out)  # resumed: nothing left to run, nothing appended
+    run_bench(cfg, out)
     assert results.read_bytes() == before
+    lines = before.decode().splitlines(keepends=True)
+    results.write_text("".join(lines[:-3]))
+    run_bench(cfg, out)
+    again = read_results(results)
+    assert len(again) == len(df) and len(pd.read_csv(results)) == len(df)
     md = summarise(results, out).read_text()
-    assert "| forget_hr_gap | mia_auc_gap | retain_ratio | policy pass |" in md
-    assert (out / "tradeoff.png").stat().st_size > 0
-    # tabulating several result files (one per dataset) without running anything
-    argv = ["bench", "--from-results", str(results), str(results), "--out", str(tmp_path / "t")]
+    assert "## Pass rate per cell" in md and "## Agreement of retrain-free and retrain verdicts" in md
+    assert (out / "results.png").stat().st_size > 0
+    argv = ["bench", "--from-results", str(results), "--out", str(tmp_path / "t")]
     assert cli.main(argv) == 0
-    assert (tmp_path / "t" / "results.md").read_text() == md
-    assert len(read_results([results, results])) == len(df)  # duplicate keys collapse
     assert set(KEY) <= set(df.columns)
+
+
+def _row(method: str, verdict: str, rf: str, seed: int, regime: str = "user", size: str = "0.05") -> dict:
+    return {"dataset": "d", "backbone": "b", "regime": regime, "strategy": "random", "size": size,
+            "seed": seed, "method": method, "verdict": verdict, "rf_verdict": rf, "rf_verdict_same": rf,
+            "failing": "" if verdict != "failed" else "mia_auc_gap", "update": "updated",
+            "time_ratio": 0.01 if method != ORIGINAL else None, "cpu_ratio": 0.01}  # fmt: skip
+
+
+def test_summary_counts_inconclusive_apart_and_agreement(tmp_path: Path) -> None:
+    rows = [
+        _row("tru", "passed", "passed", 0),
+        _row("tru", "inconclusive", "passed", 1),
+        _row("tru", "failed", "failed", 2),
+        _row(ORIGINAL, "inconclusive", "inconclusive", 0),
+        _row(ORIGINAL, "failed", "failed", 1),
+        _row(ORIGINAL, "failed", "passed", 2),
+        _row("tru", "passed", "failed", 0, "item"),
+    ]
+    df = pd.DataFrame(rows)
+    tab = pass_table(df).set_index(["regime", "method"])
+    assert tab.loc[("user", "tru"), ["n", "passed", "failed", "inconclusive"]].tolist() == [3, 1, 1, 1]
+    assert (
+        tab.loc[("user", ORIGINAL), "passed"] == 0 and tab.loc[("user", "tru"), "failing"] == "mia_auc_gap 1"
+    )
+    ag = agreement_table(df).set_index("regime")
+    assert ag.loc["user", "n"] == 6 and ag.loc["user", "agree"] == 4
+    assert ag.loc["user", "rf_pass_rt_not"] == 2 and ag.loc["item", "rf_not_rt_pass"] == 1
+    csv = tmp_path / "results.csv"
+    df.to_csv(csv, index=False)
+    md = summarise(csv, tmp_path).read_text()
+    assert "| d | b | user | 1/3 (1 inc.) · 0.010 | 0/3 (1 inc.) |" in md
+    assert "- original: passed 0 / 3" in md
+
+
+def test_sizes_select_exact_counts(tiny: object) -> None:
+    from tru.forget.generate import generate_requests
+
+    for n in (1, 10):
+        reqs = generate_requests(tiny, "user", "random", size_ratio(tiny, "user", str(n)), 3)  # type: ignore[arg-type]
+        assert len(reqs) == n
+    assert size_ratio(tiny, "user", "0.05") == 0.05  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        size_ratio(tiny, "user", "100000")  # type: ignore[arg-type]

@@ -127,3 +127,21 @@ def test_format_1_checkpoints_are_refused_with_a_reason(tmp_path: Path) -> None:
     )
     with pytest.raises(CheckpointError, match="format 1 stored the deleted pairs"):
         read_checkpoint(tmp_path)
+
+
+def test_forgotten_records_cover_subsets_and_survive_erasure() -> None:
+    """Per-request commitments: the record of a subset can be checked without the other requests' rows
+    (erased since), and a model made from a parent inherits what the parent forgot."""
+    from tru.checkpoint import Forgotten
+    from tru.forget.requests import DeletionRequest
+
+    a, b, c = (
+        DeletionRequest(r, "user", u, None, "2026-11-01", "t") for r, u in (("a", 1), ("b", 2), ("c", 3))
+    )
+    parent = Forgotten.of([a, b], 10)
+    child = Forgotten.of([b, c], 7).inherit(parent)  # a was erased since: only the parent's record has it
+    assert child.ids == {"a", "b", "c"} and child.per_request["a"] == parent.per_request["a"]
+    assert child.covers(Forgotten.of([b, c], 0)) and child.covers(Forgotten.of([a], 0))
+    assert not child.covers(Forgotten.of([DeletionRequest("c", "user", 4, None, "2026-11-01", "t")], 0))
+    assert child.restricted(["a", "z"]) is None
+    assert Forgotten.from_dict(child.to_dict()) == child

@@ -156,8 +156,19 @@ def test_three_deletions_to_a_served_champion_then_erasure_and_a_clean_audit(
     status = _tru("requests", "status", "--repo", str(root), "--backbone", "vbpr", "--tracking-uri", uri,
                   "--json", capsys=capsys)  # fmt: skip
     assert {r["state"] for r in status["requests"]} == {"erased"}
-    # the champion still loads on the erased data (its rows were the ones removed) and keeps serving
+    # the champion still loads on the erased data (its rows were the ones removed) and keeps serving;
+    # a fourth deletion after the erasure: the champion's erased requests stay forgotten
     assert _tru("trigger", *common, capsys=capsys)["status"] == "nothing-pending"
+    later = int(ds.train.users[(ds.train.users != user) & (ds.train.users != pu)][0])
+    _tru("requests", "add", "--user", str(later), "--reason", "GDPR art. 17", "--id", "r-later",
+         "--repo", str(root), "--commit", capsys=capsys)  # fmt: skip
+    fourth = _tru("trigger", *common, "--policy", str(lenient), capsys=capsys)
+    assert fourth["status"] == "done" and fourth["pending"] == ["r-later"]
+    assert sorted(fourth["result"]["request_ids"]) == ["r-item", "r-later", "r-pair", "r-user"]
+    status = _tru("requests", "status", "--repo", str(root), "--backbone", "vbpr", "--tracking-uri", uri,
+                  "--json", capsys=capsys)  # fmt: skip
+    states = {r["request_id"]: r["state"] for r in status["requests"]}
+    assert states == {"r-user": "erased", "r-item": "erased", "r-pair": "erased", "r-later": "forgotten"}
     assert (
         mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"user_id": [1]})).shape[0]
         == 20

@@ -75,13 +75,17 @@ def _same(a, b) -> bool:
 
 
 def test_tru_with_components_off_is_mmrecun(trained) -> None:
+    """Every component off: TRU with the reverse-BPR forget term is MMRecUn, with the (default) ascent
+    term it is gradient ascent, bit for bit."""
     spec = interaction_spec(trained[0])
-    a = _run("tru", trained, spec, rfg=False, bms=False, cli=False)
+    a = _run("tru", trained, spec, rfg=False, bms=False, cli=False, forget_loss="reverse_bpr")
     b = _run("mmrecun", trained, spec)
     assert a.report["steps"] == b.report["steps"] == 30
     assert _same(a, b)
-    c = _run("tru", trained, spec, rfg=True, bms=False, cli=False)
+    c = _run("tru", trained, spec, rfg=True, bms=False, cli=False, forget_loss="reverse_bpr")
     assert not _same(a, c)  # and the switch really switches something
+    d = _run("tru", trained, spec, rfg=False, bms=False, cli=False, forget_loss="ascent")
+    assert _same(d, _run("gradient_ascent", trained, spec))
 
 
 def test_tru_with_zero_forget_weight_is_finetuning(trained) -> None:

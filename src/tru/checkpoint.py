@@ -51,6 +51,7 @@ ARCH_KEYS = (
     "k_v",
     "n_heads",
     "num_samples",
+    "isolated_self_loop",
 )
 LINEAGE_KINDS = ("train", "unlearn", "retrain")
 
@@ -90,11 +91,15 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 
 @dataclass(frozen=True)
 class Forgotten:
-    """What a model has forgotten: request ids (sorted) and a keyed commitment to those requests."""
+    """What a model has forgotten: request ids (sorted), a keyed commitment per request
+    (``commit_requests([r])``) and the set's commitment (:func:`tru.forget.commitment.commit_set` over
+    them): never the requests' user or item ids. Per-request commitments let a certificate for a subset
+    be checked, also after the rows of earlier requests were erased (:meth:`restricted`)."""
 
     request_ids: tuple[str, ...] = ()
     commitment: str = ""
     n_pairs: int = 0
+    per_request: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, requests: Sequence[Any], n_pairs: int) -> Forgotten:
@@ -102,9 +107,34 @@ class Forgotten:
         from tru.forget.commitment import commit_requests
 
         uniq = {str(r.request_id): r for r in requests}
-        if not uniq:
-            return cls()
-        return cls(tuple(sorted(uniq)), commit_requests(uniq.values()), int(n_pairs))
+        return cls.from_commitments({rid: commit_requests([r]) for rid, r in uniq.items()}, n_pairs)
+
+    @classmethod
+    def from_commitments(cls, per_request: dict[str, str], n_pairs: int = 0) -> Forgotten:
+        from tru.forget.commitment import commit_set
+
+        if not per_request:
+            return cls(n_pairs=int(n_pairs))
+        return cls(tuple(sorted(per_request)), commit_set(per_request), int(n_pairs), dict(per_request))
+
+    def inherit(self, parent: Forgotten) -> Forgotten:
+        """This set plus everything ``parent`` forgot: a model made from ``parent`` (or retrained on data
+        from which the rows of the parent's other requests were erased) has forgotten those too."""
+        merged = {**parent.per_request, **self.per_request}
+        return Forgotten.from_commitments(merged, self.n_pairs)
+
+    def restricted(self, ids: Iterable[str]) -> Forgotten | None:
+        """The record of the subset ``ids`` (None when one of them is not forgotten here)."""
+        ids = set(ids)
+        if not ids <= set(self.per_request):
+            return None
+        return Forgotten.from_commitments({i: self.per_request[i] for i in ids})
+
+    def covers(self, other: Forgotten) -> bool:
+        """Whether this model has forgotten exactly the requests of ``other`` (same commitments), and maybe
+        more."""
+        sub = self.restricted(other.request_ids)
+        return sub is not None and sub.commitment == other.commitment
 
     @classmethod
     def from_dict(cls, raw: Any) -> Forgotten:
@@ -113,10 +143,16 @@ class Forgotten:
             tuple(str(r) for r in raw.get("request_ids", ())),
             str(raw.get("commitment", "")),
             int(raw.get("n_pairs", 0)),
+            {str(k): str(v) for k, v in (raw.get("per_request") or {}).items()},
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"request_ids": list(self.request_ids), "commitment": self.commitment, "n_pairs": self.n_pairs}
+        return {
+            "request_ids": list(self.request_ids),
+            "commitment": self.commitment,
+            "n_pairs": self.n_pairs,
+            "per_request": dict(sorted(self.per_request.items())),
+        }
 
     @property
     def ids(self) -> frozenset[str]:

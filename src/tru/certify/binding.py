@@ -277,9 +277,10 @@ def check_certificate(cert: Certificate, model_dir: Path | str, where: str = "ce
     if payload.get("train_fingerprint") != bound.train_fingerprint:
         raise CertificateMismatch(f"{where}: {model_dir} was trained on other data than the certified model")
     forgotten = Forgotten.from_dict(payload.get("forgotten"))
-    if forgotten.commitment != cert.requests_commitment:
+    covered = forgotten.restricted(cert.request_ids)
+    if covered is None or covered.commitment != cert.requests_commitment:
         raise CertificateMismatch(
-            f"{where}: {model_dir} has forgotten {len(forgotten.request_ids)} request(s) whose commitment "
-            f"differs from the {len(cert.request_ids)} the certificate covers"
+            f"{where}: {model_dir} has not forgotten the {len(cert.request_ids)} request(s) the certificate "
+            f"covers (it records {len(forgotten.request_ids)}, with other commitments)"
         )
     return digest

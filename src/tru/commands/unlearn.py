@@ -66,7 +66,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             method=args.method,
             parent_weights_sha256="" if args.method == "retrain" else run.weights_sha256,
         )
-        save_unlearned(tmp, outcome, run.config, dataset, spec, lineage=lineage)
+        forgotten = spec.forgotten().inherit(run.forgotten)  # what the start model forgot stays forgotten
+        save_unlearned(tmp, outcome, run.config, dataset, spec, lineage=lineage, forgotten=forgotten)
     rep = outcome.report
     print(
         f"{args.method}: {rep['seconds']:.2f}s, {rep['steps']} steps, {rep['params_changed']:,} of "

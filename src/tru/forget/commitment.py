@@ -100,6 +100,17 @@ def commit_requests(requests: Iterable[object], key: bytes | None = None) -> str
     return _mac(canonical_requests(rows), key)
 
 
+def commit_set(per_request: dict[str, str], key: bytes | None = None) -> str:
+    """Commitment to a set of requests from their per-request commitments (``commit_requests([r])`` each):
+
+        commit_set(S) = HMAC(K, Σ_sorted "request_id:commitment\\n")
+
+    so that the commitment of any subset can be recomputed from a record of per-request commitments,
+    also after the requests' rows were erased."""
+    payload = "".join(f"{rid}:{c}\n" for rid, c in sorted(per_request.items())).encode()
+    return _mac(b"set\n" + payload, key)
+
+
 def commit_pairs(keys: np.ndarray, n_items: int, key: bytes | None = None) -> str:
     """Commitment to a set of pairs given as int64 keys ``u · n_items + i``."""
     uniq = np.unique(np.asarray(keys, dtype=np.int64)).astype("<i8")

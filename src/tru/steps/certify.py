@@ -64,9 +64,9 @@ def _retrain(data_dir: Path, start_dir: Path, target_csv: Path, dest: Path) -> P
     dataset, requests, spec = load_inputs(data_dir, target_csv)
     run = load_run(start_dir, dataset, device=resolve_device("auto"), requests=requests)
     outcome = run_unlearning("retrain", run.model, dataset, spec, run.config, unlearn_cfg(run.config, {}))
-    return save_unlearned(
-        dest, outcome, run.config, dataset, spec, lineage=Lineage(kind="retrain", method="retrain")
-    )
+    lineage = Lineage(kind="retrain", method="retrain")
+    forgotten = spec.forgotten().inherit(run.forgotten)  # the start model's erased requests stay forgotten
+    return save_unlearned(dest, outcome, run.config, dataset, spec, lineage=lineage, forgotten=forgotten)
 
 
 def certify(

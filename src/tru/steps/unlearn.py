@@ -72,7 +72,8 @@ def unlearn(
         parent_weights_sha256="" if method == "retrain" else run.weights_sha256,
         parent_version=plan.start_version,
     )
-    save_unlearned(out_dir, outcome, run.config, dataset, spec, lineage=lineage)
+    forgotten = spec.forgotten().inherit(run.forgotten)  # and what the start model forgot (erased since)
+    save_unlearned(out_dir, outcome, run.config, dataset, spec, lineage=lineage, forgotten=forgotten)
     shutil.copy2(Path(model_dir) / PLAN_FILE, out_dir / PLAN_FILE)
     rep = outcome.report
     return {

@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,24 @@ def configure_determinism(device: torch.device, deterministic: bool) -> None:
         # torch.use_deterministic_algorithms also imports torch._inductor (seconds) only to set a compiler
         # flag that eager execution never reads; set the eager switch directly.
         torch._C._set_deterministic_algorithms(True, warn_only=device.type != "cpu")
+
+
+@contextmanager
+def flushed_denormals(enabled: bool = True) -> Iterator[None]:
+    """Flush denormal floats to zero on CPU inside the block (``torch.set_flush_denormal``), off after.
+
+    Values below ~1.2e-38 then become 0. They arise in long BPR runs (Adam's second moments of rows that
+    get no gradient decay geometrically; σ(s_uj − s_ui) of pairs the model is sure of underflows) and CPU
+    arithmetic on them is slow: measured on Last.fm-2K × MGCN (trained), 0.081 → 0.060 CPU s per
+    training batch and 0.158 → 0.101 per unlearning step. Bit-exactness against runs without it is
+    lost only in those sub-1e-38 values. No effect on CUDA."""
+    if enabled:
+        torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if enabled:
+            torch.set_flush_denormal(False)
 
 
 class TrainingError(RuntimeError):
@@ -144,6 +163,14 @@ class Trainer:
         )
 
     def fit(
+        self, epochs: int | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None
+    ) -> TrainResult:
+        """Train with early stopping (module docstring); denormals flushed unless the config's
+        ``flush_denormal`` is false."""
+        with flushed_denormals(bool(self.config.get("flush_denormal", True))):
+            return self._fit(epochs, on_epoch)
+
+    def _fit(
         self, epochs: int | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None
     ) -> TrainResult:
         epochs = int(epochs if epochs is not None else self.config.get("epochs", 1000))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tru.checkpoint import Lineage, save_run
+from tru.checkpoint import Forgotten, Lineage, save_run
 from tru.data.dataset import RecDataset
 from tru.eval.evaluator import evaluate_pairs
 from tru.forget.spec import ForgetSpec
@@ -169,11 +169,13 @@ def save_unlearned(
     spec: ForgetSpec,
     sensitivity_png: bool = True,
     lineage: Lineage | None = None,
+    forgotten: Forgotten | None = None,
 ) -> Path:
     """Write the unlearned run folder (checkpoint + unlearn.json + sensitivity heatmap when present).
 
     The checkpoint records the requests of ``spec`` as forgotten (ids and a keyed commitment, never the
-    pairs) and ``lineage`` (default: kind ``retrain`` for the retrain method, else ``unlearn``)."""
+    pairs; ``forgotten`` overrides it, e.g. to inherit what the start model forgot) and ``lineage``
+    (default: kind ``retrain`` for the retrain method, else ``unlearn``)."""
     kind = "retrain" if outcome.method == "retrain" else "unlearn"
     save_run(
         out,
@@ -182,7 +184,7 @@ def save_unlearned(
         dataset,
         train=spec.retain,
         metrics=outcome.metrics,
-        forgotten=spec.forgotten(),
+        forgotten=forgotten or spec.forgotten(),
         lineage=lineage or Lineage(kind=kind, method=outcome.method),
         extra={"unlearn": {k: outcome.report[k] for k in ("method", "seconds", "steps", "params_changed")}},
     )

@@ -39,12 +39,14 @@ class UnlearnConfig(Mapping[str, Any]):
     seed: int
     # optimisation
     learning_rate: float
+    forget_loss: Literal["reverse_bpr", "ascent"]
     lambda_f: float
     lambda_r: float
     forget_batch_size: int
     retain_batch_size: int
     max_steps: int
     dropout: bool
+    flush_denormal: bool
     # the exact part (tru-method.md §7a)
     exact: bool
     # item regime: what retrain does to the target items for every user

@@ -5,7 +5,10 @@ Every ``gate_refresh`` steps, for each user u of D_f (detached statistics):
   random items;  floor_u = mean score of ``floor_items`` sampled items u never interacted with.
 Per forget pair (u, i) with a sampled negative j:
   m_ui = (s_ui − τ_u)/σ_u,  g_ui = sigmoid(m_ui / T_g)  (detached)
-  L_RFG = mean g_ui · [(1−β)·softplus(s_ui − s_uj) + β·softplus((s_ui − τ_u)/σ_u + δ)]
+  L_RFG = mean g_ui · [(1−β)·ℓ(s_ui, s_uj) + β·softplus((s_ui − τ_u)/σ_u + δ)]
+with the pairwise ℓ of ``forget_loss``: reverse BPR softplus(s_ui − s_uj) (§4) or BPR ascent
+−softplus(s_uj − s_ui) (the training gradient of the pair, undone: weighted σ(s_uj − s_ui), gentle on pairs
+the model is sure of, where reverse BPR pushes every pair with weight σ(s_ui − s_uj) ≈ 1),
 and pairs already below floor_u are dropped (no push past where a never-trained model would put them;
 ``rfg_floor: false`` keeps them).
 Item regime: the listwise term is also applied to (v, t), t ∈ T, for users v who never interacted with t
@@ -56,6 +59,7 @@ class RankingFusionGate:
         self.floor_items = cfg.floor_items
         self.item_neighbours = cfg.item_neighbours
         self.use_floor = cfg.rfg_floor
+        self.pairwise = cfg.forget_loss
         self.rng = rng
         self.users = spec.affected_users
         self.tau: Tensor | None = None
@@ -140,7 +144,9 @@ class RankingFusionGate:
         g = self.gate(batch.users, pos)
         keep = (pos.detach() >= self.floor[batch.users]).float() if self.use_floor else torch.ones_like(pos)
         listwise = softplus(self.margin(batch.users, pos) + self.delta)
-        term = (1 - self.beta) * softplus(pos - neg) + self.beta * listwise
+        # pairwise: reverse BPR softplus(s_ui − s_uj), or BPR ascent −softplus(s_uj − s_ui)
+        pair = softplus(pos - neg) if self.pairwise == "reverse_bpr" else -softplus(neg - pos)
+        term = (1 - self.beta) * pair + self.beta * listwise
         loss = (g * keep * term).sum() / max(len(pos), 1)
         if len(self.neighbour_pairs):
             v = torch.as_tensor(self.neighbour_pairs.users, device=pos.device)

@@ -15,7 +15,7 @@ ITERATIVE = True
 
 def options(cfg: UnlearnConfig) -> EngineOptions:
     return EngineOptions(
-        "reverse_bpr",
+        cfg.forget_loss,
         cfg.lambda_f,
         cfg.lambda_r,
         rfg=cfg.rfg,
