@@ -6,13 +6,17 @@ that retrains every time, side by side from the same starting champion, in one r
         [--runner kfp|steps] [--work scratch/latency] [--json out.json]
 
 Set-up (not timed): a git + DVC repository holding the dataset and an empty manifest, a local MLflow
-registry, and a champion made by a first deletion (train + TRU + retrain comparison). Then, for each arm,
+registry, a champion made by a first deletion (train + TRU + retrain comparison), and a calibration of
+the certificate for a deletion of that size (``tru calibrate``: K = 3 retrains of the champion's recipe
+on one same-sized user's deletion; a one-off per model and data version, reused by every later
+certificate of a deletion of similar size). Then, for each arm,
 from that same state (the registry and the repository are restored between arms): the clock starts,
 ``tru requests add --user U --commit`` records one user's deletion as a DVC commit, ``tru trigger`` runs
 the pipeline (``kfp.local`` by default) and the clock stops when the registry's champion has forgotten
 the request. Arms:
 
-* ``fast path``: TRU, certified retrain-free (the proxy targets), promoted with ``confirmed=false``;
+* ``fast path``: TRU, certified retrain-free (the proxy targets) with the stored calibration's
+  tolerances, promoted with ``confirmed=false``;
 * ``retrain every time``: the pipeline's unlearning step is a full retrain on D_r (certified by
   construction);
 * ``TRU + retrain comparison``: TRU certified against a retrain trained in the same run (the default).
@@ -33,9 +37,9 @@ from typing import Any
 import numpy as np
 
 ARMS = {
-    "fast path (TRU, retrain-free certificate)": {"method": "tru", "retrain": False},
-    "retrain every time": {"method": "retrain", "retrain": True},
-    "TRU + retrain comparison": {"method": "tru", "retrain": True},
+    "fast path (TRU, retrain-free certificate)": {"method": "tru", "retrain": False, "calibrated": True},
+    "retrain every time": {"method": "retrain", "retrain": True, "calibrated": False},
+    "TRU + retrain comparison": {"method": "tru", "retrain": True, "calibrated": True},
 }
 
 
@@ -105,6 +109,26 @@ def restore(work: Path, snap: Path, repo: Path, sha: str, arm: int) -> None:
     shutil.rmtree(repo / ".tru" / "runs", ignore_errors=True)
 
 
+def calibrate_for(repo: Path, ds: Any, user: int, backbone: str, work: Path) -> Path:
+    """A calibration of the champion's certificate for the target a one-user deletion gives (what the
+    champion forgot plus one user of the same size class): K = 3 retrains (``tru calibrate``)."""
+    from tru.certify.calibration import run_calibration
+    from tru.forget.requests import DeletionRequest, read_requests, write_requests
+    from tru.mlops import registry, tracking
+
+    name = tracking.model_name(ds.name, backbone)
+    manifest = read_requests(repo / "data" / "deletions" / "requests.csv")
+    forgotten = registry.forgotten_requests(name)
+    probe = DeletionRequest("r-calibration", "user", user, None, "2026-11-30T00:00:00Z", "calibration")
+    csv = write_requests(
+        work / "calibration-requests.csv", [*[r for r in manifest if r.request_id in forgotten], probe]
+    )
+    _version, champion = registry.champion(name, work / "champion")
+    out = work / "calibration"
+    run_calibration(repo / "data" / ds.name, champion, csv, out, k=3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="a prepared dataset folder (tru data prepare)")
@@ -131,17 +155,23 @@ def main() -> None:
         from tru.steps.chain import run_for_trigger as runner
     ds = load_dataset(args.data, validate=False)
     deg = np.bincount(ds.train.users, minlength=ds.n_users)
-    users = np.random.default_rng(args.seed).choice(np.flatnonzero(deg >= np.median(deg)), 2, replace=False)
+    band = np.flatnonzero((deg >= np.quantile(deg, 0.45)) & (deg <= np.quantile(deg, 0.55)))  # similar sizes
+    users = np.random.default_rng(args.seed).choice(band, 3, replace=False)
     repo = build_repo(args.data.resolve(), work)
     opts = {"backbone": args.backbone, "epochs": args.epochs, "audit_seeds": "0,1,2"}
     t0 = time.perf_counter()
     boot, _ = one_deletion(repo, int(users[0]), "r-boot", runner, {**opts, "method": "tru", "retrain": True})
     print(f"set-up: the first champion (train + TRU + retrain comparison) in {boot:.1f} s", flush=True)
+    t1 = time.perf_counter()
+    calibration = calibrate_for(repo, ds, int(users[2]), args.backbone, work)
+    print(f"set-up: the calibration (K = 3 retrains) in {time.perf_counter() - t1:.1f} s", flush=True)
     sha, snap = _git(repo, "rev-parse", "HEAD").strip(), snapshot(work, "champion")
     rows = []
     for k, (arm, extra) in enumerate(ARMS.items()):
         if k:
             restore(work, snap, repo, sha, k)
+        calibrated = extra.pop("calibrated")
+        extra = {**extra, "calibration": str(calibration) if calibrated else ""}
         seconds, entry = one_deletion(repo, int(users[1]), "r-user", runner, {**opts, **extra})
         res = entry["result"]
         rows.append({"arm": arm, "seconds": round(seconds, 1), "evidence": res.get("evidence"),

@@ -429,8 +429,10 @@ def assess(
             bounds = b1 or Bounds(None, None)
             source = "revision 1 policy" if b1 else "not checked (no calibration)"
         checked = (bounds.lo is not None or bounds.hi is not None) and v is not None
-        if calibration is None and b1 is not None and v is None:
+        if calibration is None and b1 is not None and v is None and n != "user_mia_auc_gap":
             checked = True  # revision 1: a value needed by a check but missing fails it
+        if v is None and n == "user_mia_auc_gap":  # as with a calibration: too few users for the audit
+            source = "not available (fewer deleted or held-out users than the user-level audit needs)"
         ok = bounds.contains(v) if v is not None else (False if checked else None)
         o, sv = _f(vo[n][0]), _f(vs[n][0]) if vs is not None else None
         sv_src = "model" if vs is not None else None
