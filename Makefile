@@ -110,18 +110,25 @@ data-ml100k: $(DATA)/ml100k/dataset.yaml
 $(DATA)/ml100k/dataset.yaml: | install
 	$(BIN)/tru data prepare --source ml100k --out $(DATA)/ml100k --overwrite
 
+# The revision-2 unlearning benchmark (issue 9 section 4): two lanes, one process each (see
+# benchmarks/bench_v2_lanes.sh); resumable (rerun to continue); about 15-20 h on two CPU cores.
+BENCH_V2_SEEDS ?= 10 11 12
+BENCH_V2_CAPS ?= mgcn=400 miggt=300
 bench-unlearning: install data-lfm2k data-ml100k
 	@mkdir -p $(TMPDIR) bench
 	export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1; \
-	for d in lfm2k ml100k; do \
-		$(BIN)/tru bench --data $(DATA)/$$d --backbone mgcn miggt --seeds $(BENCH_SEEDS) --epochs 50 \
-			--out bench/$$d > bench/$$d.log 2>&1 & \
-	done; wait
+	c="--seeds $(BENCH_V2_SEEDS) --epochs $(BENCH_V2_CAPS) --threads 1"; \
+	( $(BIN)/tru bench --data $(DATA)/lfm2k --backbone mgcn --out bench/lfm2k $$c && \
+	  $(BIN)/tru bench --data $(DATA)/lfm2k --backbone mgcn --regime user --sizes 1 10 --out bench/lfm2k $$c && \
+	  $(BIN)/tru bench --data $(DATA)/lfm2k --backbone miggt --out bench/lfm2k $$c ) > bench/lfm2k.log 2>&1 & \
+	( $(BIN)/tru bench --data $(DATA)/ml100k --backbone mgcn --out bench/ml100k $$c && \
+	  $(BIN)/tru bench --data $(DATA)/ml100k --backbone miggt --out bench/ml100k $$c ) > bench/ml100k.log 2>&1 & \
+	wait
 	$(BIN)/tru bench --from-results bench/lfm2k/results.csv bench/ml100k/results.csv --out bench/all
-	cp bench/lfm2k/results.csv benchmarks/results/unlearning-lfm2k.csv
-	cp bench/ml100k/results.csv benchmarks/results/unlearning-ml100k.csv
-	cp bench/all/results.md benchmarks/results/unlearning.md
-	cp bench/all/tradeoff.png benchmarks/results/unlearning-tradeoff.png
+	cp bench/lfm2k/results.csv benchmarks/results/unlearning-v2-lfm2k.csv
+	cp bench/ml100k/results.csv benchmarks/results/unlearning-v2-ml100k.csv
+	cp bench/all/results.md benchmarks/results/unlearning-v2.md
+	cp bench/all/results.png benchmarks/results/unlearning-v2.png
 
 clean:
 	rm -rf $(SCRATCH) runs .pytest_cache

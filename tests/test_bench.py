@@ -95,6 +95,20 @@ def test_tiny_matrix_certifies_every_method_and_resumes(tiny_dir: Path, tmp_path
     agree = verdict_agreement(ds, spec, orig, cand, ref, other, seeds=(0, 1, 2), options=opts)
     assert agree["same_forget_set"] is False and agree["retrain_free"]["verdict"] == tru["rf_verdict"]
 
+    # a cached run folder with the older forgotten record (no per-request commitments) is re-recorded
+    from tru.bench import _forgotten_current
+    from tru.checkpoint import Forgotten, save_run
+
+    old = Forgotten(tuple(spec.forgotten().request_ids), "older-format", len(spec.forget))
+    save_run(cand.folder, cand.run.model, cand.run.config, ds, train=spec.retain, forgotten=old,
+             lineage=cand.run.lineage)  # fmt: skip
+    stale = open_run(cand.folder, ds, requests=spec.requests)
+    assert not stale.run.forgotten.covers(spec.forgotten())
+    fresh = _forgotten_current(stale, spec, ds)
+    assert (
+        fresh.run.forgotten.covers(spec.forgotten()) and fresh.run.weights_sha256 == cand.run.weights_sha256
+    )
+
     # resumable: a rerun adds nothing; rows lost with a killed run come back, and only those
     before = results.read_bytes()
     run_bench(cfg, out)

@@ -66,8 +66,8 @@ def run(tiny_world: TinyWorld, mlflow_db_template: Path, tmp_path_factory: pytes
     )  # fmt: skip
     r["certify"] = certify.python_func(
         data=a["data"], original=a["model"], unlearned=a["unlearned"], target_requests=a["target"],
-        policy=LENIENT_POLICY, retrain=True, audit_seeds="0", certificate=a["cert"], report=a["report"],
-        metrics=a["cert_metrics"],
+        policy=LENIENT_POLICY, retrain=True, audit_seeds="0", calibration="", certificate=a["cert"],
+        report=a["report"], metrics=a["cert_metrics"],
     )  # fmt: skip
     r["register"] = json.loads(register.python_func(
         unlearned=a["unlearned"], certificate=a["cert"], data=a["data"], target_requests=a["target"],

@@ -428,7 +428,7 @@ class Bench:
                 self._train_record(cell, "retrain", s, folder, cell.size)
                 _progress(self.out, f"retrained {cell.name} seed {s}: {tr['epochs_run']} epochs, "
                           f"{outcome.report['seconds']:.0f} s wall, {cpu:.0f} s CPU")  # fmt: skip
-            runs.append(open_run(folder, cell.ds, requests=spec.requests))
+            runs.append(_forgotten_current(open_run(folder, cell.ds, requests=spec.requests), spec, cell.ds))
         return runs
 
     def calibration(self, cell: Cell) -> _MemoCalibration:
@@ -510,7 +510,7 @@ class Bench:
                            lineage=Lineage(kind="unlearn", method=method))  # fmt: skip
             write_json(tmp / "bench.json", {"seconds": outcome.report["seconds"], "cpu_seconds": cpu})
             _publish(tmp, folder)
-        return open_run(folder, cell.ds, requests=spec.requests)
+        return _forgotten_current(open_run(folder, cell.ds, requests=spec.requests), spec, cell.ds)
 
     # ------------------------------------------------------------------------------------ cells
     def prepare(self, cell: Cell) -> Calibration:
@@ -528,6 +528,12 @@ class Bench:
         ref, second = retrains[0], retrains[1]
         cal = self.calibration(cell)
         cal_x = self.calibration(partner) if partner is not None else None
+        if cal_x is not None:
+            try:  # as verdict_agreement: the stored calibration must cover this data, model, regime, size
+                cal_x.check_applies(ds, spec, original.run.config, original.run.model.name, self.cfg.policy)
+            except CertifyError as exc:
+                _progress(self.out, f"{cell.name}: no retrain-free verdict with {partner.name}: {exc}")
+                cal_x = None
         ref_meta = json.loads((ref.folder / "bench.json").read_text())  # type: ignore[operator]
         cands: dict[str, ModelRun] = {}
         for m in methods:
@@ -541,10 +547,11 @@ class Bench:
         t_methods = time.perf_counter() - t0
         refused: dict[str, str] = {}
         for m, mr in cands.items():
-            try:
+            try:  # a refusal is a broken benchmark cache, not a verdict: it is reported as failed and logged
                 check_models(ds, spec, original, mr, ref)
             except CertifyError as exc:
                 refused[m] = str(exc)
+                _progress(self.out, f"{cell.name}: {m} REFUSED by the binding checks: {exc}")
         runs = {"original": original, "retrained": ref, **{f"cand:{m}": mr for m, mr in cands.items()}}
         with _shared_fits():
             rows = self._certify_all(
@@ -678,6 +685,29 @@ class Bench:
                     if f.name not in (UNLEARN_FILE, "bench.json", "run.json"):
                         f.unlink()
                 (folder / "bench.json").rename(folder / "bench.done.json")
+
+
+def _forgotten_current(mr: ModelRun, spec: ForgetSpec, ds: RecDataset) -> ModelRun:
+    """A cached run folder written before the checkpoint recorded per-request commitments (same requests,
+    older record format) is re-saved with the current record, so the binding checks read it; the weights
+    are unchanged (their digest is checked)."""
+    want = spec.forgotten()
+    covers = getattr(mr.run.forgotten, "covers", None)
+    if covers is None or covers(want) or mr.folder is None:
+        return mr
+    if set(mr.run.forgotten.request_ids) != set(want.request_ids):
+        raise CertifyError(f"{mr.folder}: cached for other requests than this cell's")
+    before = mr.run.weights_sha256
+    extra = {k: v for k, v in mr.run.meta.items() if k in ("unlearn", "training")}
+    save_run(
+        mr.folder, mr.run.model, mr.run.config, ds, train=spec.retain, forgotten=want, lineage=mr.run.lineage,
+        extra=extra,
+    )  # fmt: skip
+    again = open_run(mr.folder, ds, requests=spec.requests)
+    if before and again.run.weights_sha256 != before:
+        raise CertifyError(f"{mr.folder}: weights changed while re-recording what it forgot")
+    LOG.info("bench: %s: forgotten record upgraded to per-request commitments", mr.folder)
+    return again
 
 
 class _MemoCalibration(Calibration):
