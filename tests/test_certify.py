@@ -95,6 +95,28 @@ def test_weighted_helpers_match_references() -> None:
     assert pw.shape == (21, 50) and (pw[0] == 1).all() and pw[1:].std() > 0.5
 
 
+def test_difference_attack_folds_split_the_deleted_users(cert_world: CertWorld) -> None:
+    """Each fold of the difference attack's cross-fit holds D_f users (else one classifier has no
+    positive and the AUC is fixed by the fold sizes, a null of width 0); one user: skipped, with a note."""
+    from tru.forget.requests import DeletionRequest, resolve_requests
+
+    ds = cert_world.ds
+    users = np.unique(ds.train.users)
+
+    def design(n: int) -> Any:
+        reqs = [DeletionRequest(f"u{u}", "user", int(u), None, "2026-01-31", "") for u in users[:n]]
+        return stx.build_design(resolve_requests(ds, reqs), ds.n_users, ds.n_items, seeds=range(8))
+
+    for n in (2, 3, 9):
+        d = design(n)
+        f_users = np.unique(d.forget.users)
+        assert len(d.diff_folds) == 8 and len(f_users) == n
+        for fold in d.diff_folds:
+            assert {int(fold[f_users].sum()), n - int(fold[f_users].sum())} == {n // 2, n - n // 2}
+    one = design(1)
+    assert one.diff_folds == [] and any("difference attack skipped" in m for m in one.notes)
+
+
 def test_per_user_metrics_and_ranks_match_the_evaluator(cert_world: CertWorld) -> None:
     w, spec = cert_world, cert_world.inter.spec
     model = open_run(w.original, w.ds).run.model

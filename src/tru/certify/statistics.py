@@ -70,6 +70,7 @@ from tru.models.base import Recommender
 K = 20
 MIN_USER_AUDIT = 6  # deleted users needed for the cross-fitted user-level attack (3 per fold)
 MIN_MEMBERS = 50  # member users drawn at least for the user-level attack (capped by max_users)
+MIN_DIFF_USERS = 2  # D_f users needed for the difference attack's user-level cross-fit (1 per fold)
 
 
 @dataclass(frozen=True)
@@ -199,11 +200,19 @@ def _cross_fit(x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
     return out
 
 
-def _user_folds(n_users: int, seed: int) -> np.ndarray:
-    """Fold (0/1) of every user id, a random half each."""
-    perm = np.random.default_rng(seed).permutation(n_users)
+def _user_folds(n_users: int, seed: int, stratify: np.ndarray | None = None) -> np.ndarray:
+    """Fold (0/1) of every user id, a random half each; the users in ``stratify`` (those with pairs in
+    D_f) split half and half on their own, so that each fold's classifier has positives to learn from
+    (unstratified, two D_f users landed in one fold with probability 1/2: one classifier had no positive,
+    its constant scores tied every D_f pair and the AUC was 0.75 whatever the models, a null of width 0)."""
+    r = np.random.default_rng(seed)
+    perm = r.permutation(n_users)
     fold = np.zeros(n_users, dtype=np.int8)
     fold[perm[: n_users // 2]] = 1
+    if stratify is not None and len(stratify):
+        s = np.asarray(stratify, np.int64)[r.permutation(len(stratify))]
+        fold[s] = 0
+        fold[s[: len(s) // 2]] = 1
     return fold
 
 
@@ -292,8 +301,16 @@ def build_design(
         a_idx, b_idx = perm[: len(heldout) // 2], perm[len(heldout) // 2 :]
         m_idx = r.choice(len(members), min(len(a_idx), len(members)), replace=False)
         rounds.append((m_idx, a_idx, b_idx))
-    diff_folds = [_user_folds(n_users, 10_000 + int(s)) for s in seeds]
     notes: list[str] = []
+    forget_users = np.unique(forget.users)
+    diff_folds: list[np.ndarray] = []
+    if len(forget_users) >= MIN_DIFF_USERS:
+        diff_folds = [_user_folds(n_users, 10_000 + int(s), stratify=forget_users) for s in seeds]
+    elif len(forget):
+        notes.append(
+            f"difference attack skipped: D_f holds pairs of {len(forget_users)} user(s); its user-level "
+            f"cross-fit needs at least {MIN_DIFF_USERS}"
+        )
     user = None
     deleted_users = np.intersect1d(np.asarray(spec.users, np.int64), spec.forget.users)
     if len(deleted_users):
@@ -588,7 +605,7 @@ def levels(ev: Evidence, design: AuditDesign, weights: np.ndarray) -> dict[str, 
         )
     else:
         out["mia_auc"] = nan
-    if ev.diff is not None:
+    if ev.diff:  # None (no original) or [] (skipped: too few users in D_f) is not measured
         u, lab = diff_eval_set(design)
         out["diff_auc"] = np.mean([weighted_auc(s, lab, weights[:, u]) for s in ev.diff], axis=0)
     else:
