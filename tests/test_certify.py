@@ -356,6 +356,37 @@ def test_retrain_free_calibrated_and_the_agreement(cert_world: CertWorld) -> Non
     assert set(second["retrain_free"]["statistics"]) == set(stx.STAT_NAMES)
 
 
+def test_the_calibrations_agreement_gates_a_retrain_free_pass(cert_world: CertWorld) -> None:
+    """certification.md §5: a retrain-free pass counts only where the calibration measured retrain-free
+    verdicts agreeing with retrain's at least ``min_retrain_free_agreement`` of the time."""
+    from tru.certify.binding import sign
+
+    w = cert_world
+    cal = w.user.calibration
+    a, k = cal.document["agreement"], cal.k
+    # every retrain against each other retrain, the original against each retrain (no candidate given)
+    assert a["rows"] == len(a["table"]) == k * (k - 1) + k and a["models"]["original"]["rows"] == k
+    assert all(r["retrain"] != "passed" and r["retrain_free"] != "passed" for r in a["table"]
+               if r["model"] == "original")  # fmt: skip
+    assert a["agree"] == sum(r["retrain"] == r["retrain_free"] for r in a["table"])
+    # a model that passes retrain-free (the rebuild + the exact part, user regime) ...
+    lax = Policy(min_retrain_free_agreement=0.0)
+    free = _certify(w, "user", w.rebuilt, retrained=None, policy=lax)
+    assert free.verdict == "passed", free.reasons
+    # ... is inconclusive with a calibration that never measured the agreement
+    doc = {key: v for key, v in cal.document.items() if key not in ("agreement", "signature")}
+    blind = _certify(w, "user", w.rebuilt, retrained=None, calibration=Calibration(sign(doc)), policy=lax)
+    assert blind.verdict == "inconclusive" and "calibrate again" in blind.reasons[0]
+    # ... and with a measured agreement below the policy's bar
+    low = Calibration({"agreement": {"rows": 10, "agree": 8, "rate": 0.8}})
+    assert low.retrain_free_trusted(Policy(min_retrain_free_agreement=0.8))[0] is True
+    ok, why = low.retrain_free_trusted(Policy())
+    assert not ok and "8 of 10" in why and "min_retrain_free_agreement" in why
+    # a retrain comparison is not gated
+    strict = Policy(min_retrain_free_agreement=1.0)
+    assert _certify(w, "user", w.rebuilt, policy=strict).verdict == _certify(w, "user", w.rebuilt).verdict
+
+
 # ------------------------------------------------------------------------- revision 1 (no calibration)
 def test_without_calibration_the_fixed_policy_decides(cert_world: CertWorld) -> None:
     w = cert_world

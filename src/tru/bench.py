@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 
 from tru.certify import statistics as stx
-from tru.certify.calibration import Calibration, calibrate
+from tru.certify.calibration import Calibration, MemoCalibration, calibrate
 from tru.certify.certificate import (
     AuditOptions,
     ModelRun,
@@ -313,7 +313,7 @@ class Bench:
         self.training = out / "training.csv"
         self.opts = AuditOptions(n_boot=cfg.n_boot)
         self._specs: dict[str, ForgetSpec] = {}
-        self._cals: dict[str, _MemoCalibration] = {}
+        self._cals: dict[str, MemoCalibration] = {}
         self.code_version = code_version()
 
     # -------------------------------------------------------------------------------- training
@@ -431,7 +431,7 @@ class Bench:
             runs.append(_forgotten_current(open_run(folder, cell.ds, requests=spec.requests), spec, cell.ds))
         return runs
 
-    def calibration(self, cell: Cell) -> _MemoCalibration:
+    def calibration(self, cell: Cell) -> MemoCalibration:
         """The cell's calibration from its K retrains (cached, signed; recomputed from the cached retrains
         when the stored one cannot be loaded)."""
         if cell.name in self._cals:
@@ -462,7 +462,7 @@ class Bench:
             _publish(tmp, folder)
             cal.folder = folder
             _progress(self.out, f"calibrated {cell.name} in {time.perf_counter() - t0:.0f} s")
-        memo = _MemoCalibration(cal.document, cal.folder)
+        memo = MemoCalibration(cal.document, cal.folder)
         self._cals[cell.name] = memo
         return memo
 
@@ -708,31 +708,6 @@ def _forgotten_current(mr: ModelRun, spec: ForgetSpec, ds: RecDataset) -> ModelR
         raise CertifyError(f"{mr.folder}: weights changed while re-recording what it forgot")
     LOG.info("bench: %s: forgotten record upgraded to per-request commitments", mr.folder)
     return again
-
-
-class _MemoCalibration(Calibration):
-    """A :class:`Calibration` whose nulls and tolerances are computed once per (level, statistics): a
-    cell's verdicts ask for the same tolerances once per candidate, and the joint level's search over
-    quantiles costs about a second each time (the library recomputes it on every call)."""
-
-    def __init__(self, document: dict[str, Any], folder: Path | None = None) -> None:
-        super().__init__(document, folder)
-        self._nulls: dict[str, Any] = {}
-        self._tols: dict[tuple[Any, ...], Any] = {}
-
-    def null(self, level: str) -> Any:
-        if level not in self._nulls:
-            self._nulls[level] = super().null(level)
-        return self._nulls[level]
-
-    def tolerances(
-        self, policy: Policy, level: str, names: Sequence[str] | None = None
-    ) -> tuple[dict[str, float], float, dict[str, float]]:
-        key = (policy, level, tuple(names) if names is not None else None)
-        if key not in self._tols:
-            self._tols[key] = super().tolerances(policy, level, names)
-        tol, q, plain = self._tols[key]
-        return dict(tol), q, dict(plain)
 
 
 @contextmanager

@@ -38,6 +38,16 @@ Artifact (``calibration.json``, format ``tru-calibration/1``, signed)::
     null         {retrain | retrain-free: {samples: {name: [excess draws]},
                                            seed_values: {name: [signed b = 0 values]},
                                            original: {name: [signed values vs each reference]}}}
+    agreement    {rows, agree, rate, retrain_free_pass_retrain_not, retrain_pass_retrain_free_not,
+                  models: {name: {rows, agree}}, table: [{model, reference_seed, retrain, retrain_free}]}
+
+The **agreement** (certification.md §5) decides whether a retrain-free pass may promote a model: every
+model the calibration holds (the original, each retrain, and candidates such as TRU run on this forget
+set) is judged twice with the default policy, against each other retrain (the retrain verdict) and
+against the retrain-free reference (the retrain-free verdict); ``rate`` = the fraction of (model,
+reference) rows on which the two verdicts agree. A certificate without a retrain counts a pass only when
+that rate reaches the policy's ``min_retrain_free_agreement`` (otherwise: inconclusive, and the pipeline
+falls back to the retrain).
     tolerances   {policy, retrain | retrain-free: {level, statistics: {name: {quantiles, quantile_plain,
                   null_median, null_max, floor, tolerance, floored, original_excess}}}}"""
 
@@ -193,6 +203,22 @@ class Calibration:
     ) -> tuple[dict[str, float], float, dict[str, float]]:
         return tolerances(self.null(level).samples, policy, names)
 
+    def retrain_free_trusted(self, policy: Policy) -> tuple[bool, str]:
+        """Whether a retrain-free pass may count (module docstring, the agreement): (ok, why)."""
+        a = self.document.get("agreement")
+        if not a or not a.get("rows"):
+            return False, (
+                "the calibration holds no measurement of how often retrain-free verdicts agree with "
+                "retrain's (made before tru measured it: calibrate again)"
+            )
+        rate, need = float(a["rate"]), policy.min_retrain_free_agreement
+        what = f"agreed with retrain's in {a['agree']} of {a['rows']} calibration rows ({rate:.0%})"
+        if rate < need:
+            return False, (
+                f"retrain-free verdicts {what}; the policy needs {need:.0%} (min_retrain_free_agreement)"
+            )
+        return True, f"retrain-free verdicts {what}"
+
     def summary(self) -> dict[str, Any]:
         """What a certificate records of the calibration it used."""
         d = self.document
@@ -206,6 +232,7 @@ class Calibration:
             "forget_set": d["forget_set"],
             "coverage": d["coverage"],
             "n_boot": d["bootstrap"]["n_boot"],
+            "agreement": {k: v for k, v in (d.get("agreement") or {}).items() if k != "table"} or None,
             "same_forget_set": None,
         }
 
@@ -359,6 +386,32 @@ def check_retrains(
     return hashes
 
 
+class MemoCalibration(Calibration):
+    """A :class:`Calibration` whose nulls and tolerances are computed once per (level, statistics): a
+    cell's verdicts ask for the same tolerances once per candidate, and the joint level's search over
+    quantiles costs about a second each time (:meth:`Calibration.tolerances` recomputes it on
+    every call)."""
+
+    def __init__(self, document: dict[str, Any], folder: Path | None = None) -> None:
+        super().__init__(document, folder)
+        self._nulls: dict[str, Any] = {}
+        self._tols: dict[tuple[Any, ...], Any] = {}
+
+    def null(self, level: str) -> Any:
+        if level not in self._nulls:
+            self._nulls[level] = super().null(level)
+        return self._nulls[level]
+
+    def tolerances(
+        self, policy: Policy, level: str, names: Sequence[str] | None = None
+    ) -> tuple[dict[str, float], float, dict[str, float]]:
+        key = (policy, level, tuple(names) if names is not None else None)
+        if key not in self._tols:
+            self._tols[key] = super().tolerances(policy, level, names)
+        tol, q, plain = self._tols[key]
+        return dict(tol), q, dict(plain)
+
+
 def calibrate(
     dataset: RecDataset,
     spec: ForgetSpec,
@@ -370,9 +423,11 @@ def calibrate(
     policy: Policy | None = None,
     coverage_factor: float = DEFAULT_COVERAGE,
     retrain_folders: Sequence[str | None] | None = None,
+    candidates: dict[str, Any] | None = None,
 ) -> Calibration:
     """Measure the null of every statistic from K ≥ 3 retrains of ``spec`` (module docstring) and return
-    the signed artifact. ``original``, ``retrains``: :class:`tru.certify.certificate.ModelRun`;
+    the signed artifact. ``original``, ``retrains``, ``candidates`` (name → unlearned model of this
+    forget set, judged for the agreement only): :class:`tru.certify.certificate.ModelRun`;
     ``seeds``: audit seeds (attack splits); ``options``: :class:`~tru.certify.certificate.AuditOptions`
     (pool sizes, ``n_boot`` bootstrap rows, ``seed``); ``retrain_folders``: how the artifact names each
     retrain's folder (default: its path)."""
@@ -522,8 +577,69 @@ def calibrate(
             },
         }
     doc["tolerances"] = {"policy": policy.to_dict(), **summary}
+    cand_ev = {
+        f"candidate:{name}": stx.model_evidence(f"candidate:{name}", mr.run.model, design, ev_o, bs)
+        for name, mr in (candidates or {}).items()
+    }
+    evidence = {"original": ev_o, **{f"retrain-{i}": ev for i, ev in enumerate(evs)}, **cand_ev}
+    doc["agreement"] = measure_agreement(
+        MemoCalibration(clean_json(doc)), design, weights, {**evidence, "retrain-free": ev_f}, kk, policy,
+        pre_deletion=pairs_fingerprint(o_run.train, ni) != pairs_fingerprint(spec.retain, ni),
+        n_forget=len(spec.forget),
+    )  # fmt: skip
     doc["calibrate_seconds"] = round(time.perf_counter() - t0, 3)
     return Calibration(sign(clean_json(doc)))
+
+
+def measure_agreement(
+    cal: Calibration,
+    design: stx.AuditDesign,
+    weights: np.ndarray,
+    evidence: dict[str, stx.Evidence],
+    k: int,
+    policy: Policy,
+    *,
+    pre_deletion: bool,
+    n_forget: int,
+) -> dict[str, Any]:
+    """The agreement block (module docstring): each model of ``evidence`` (``original``,
+    ``retrain-i`` for i < ``k``, ``candidate:*``; ``retrain-free`` is the reference) judged against every
+    other retrain and against the retrain-free reference, with ``cal``'s tolerances under ``policy``."""
+    from tru.certify.certificate import Audit, assess, decide
+
+    audit = Audit(design, weights, evidence, {n: stx.levels(e, design, weights) for n, e in evidence.items()})
+
+    def verdict(candidate: str, ref: str) -> str:
+        rows, power = assess(audit, ref, policy, cal, candidate)
+        failed = [r["message"] for r in rows if r["checked"] and not r["passed"]]
+        return decide(rows, power, failed, n_forget, policy, True, pre_deletion, ref)[0]
+
+    table: list[dict[str, Any]] = []
+    models: dict[str, dict[str, int]] = {}
+    for name in (n for n in evidence if n != "retrain-free"):
+        rf = verdict(name, "retrain-free")
+        for j in range(k):
+            if name == f"retrain-{j}":
+                continue
+            rt = verdict(name, f"retrain-{j}")
+            table.append({"model": name, "reference": f"retrain-{j}", "retrain": rt, "retrain_free": rf})
+            m = models.setdefault(name, {"rows": 0, "agree": 0})
+            m["rows"] += 1
+            m["agree"] += int(rt == rf)
+    agree = sum(r["retrain"] == r["retrain_free"] for r in table)
+    return {
+        "rows": len(table),
+        "agree": agree,
+        "rate": agree / len(table) if table else None,
+        "retrain_free_pass_retrain_not": sum(
+            r["retrain_free"] == "passed" and r["retrain"] != "passed" for r in table
+        ),
+        "retrain_pass_retrain_free_not": sum(
+            r["retrain"] == "passed" and r["retrain_free"] != "passed" for r in table
+        ),
+        "models": models,
+        "table": table,
+    }
 
 
 def train_retrains(
@@ -557,6 +673,31 @@ def train_retrains(
     return out
 
 
+def unlearn_candidates(
+    dataset: RecDataset,
+    spec: ForgetSpec,
+    original: Any,
+    methods: Sequence[str],
+    folder: Path,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """Run each unlearning method (packaged defaults) from ``original`` on ``spec``, save it under
+    ``folder/method`` and load it back: the candidates the agreement judges (module docstring)."""
+    from tru.certify.certificate import open_run
+    from tru.checkpoint import Lineage
+    from tru.unlearn.api import run_unlearning, save_unlearned, unlearn_config
+
+    out = {}
+    for method in methods:
+        cfg = unlearn_config(original.run.config, {})
+        outcome = run_unlearning(method, original.run.model, dataset, spec, original.run.config, cfg)
+        dest = Path(folder) / method
+        lineage = Lineage(kind="unlearn", method=method)
+        save_unlearned(dest, outcome, original.run.config, dataset, spec, lineage=lineage)
+        out[method] = open_run(dest, dataset, device, spec.requests)
+    return out
+
+
 def run_calibration(
     data_dir: Path | str,
     model_dir: Path | str,
@@ -574,11 +715,13 @@ def run_calibration(
     validate: bool = True,
     options: Any = None,
     coverage_factor: float = DEFAULT_COVERAGE,
+    candidate_methods: Sequence[str] = ("tru",),
 ) -> Calibration:
     """What ``tru calibrate`` runs: load the data, the original (``model_dir``) and the requests; train K
     retrains (seeds: ``seeds`` or the model's seed + 1..K; ``retrained_dirs``: existing retrain folders
-    used first); check that they differ; measure; write ``out_dir`` atomically (``calibration.json``,
-    ``null.png``, and with ``save_retrains`` the retrains under ``retrains/seed-S``)."""
+    used first); check that they differ; run ``candidate_methods`` on the same forget set for the
+    agreement; measure; write ``out_dir`` atomically (``calibration.json``, ``null.png``, and with
+    ``save_retrains`` the retrains under ``retrains/seed-S``)."""
     from tru.certify.certificate import open_run
     from tru.certify.policy import load_policy
     from tru.data.dataset import load_dataset
@@ -611,6 +754,8 @@ def run_calibration(
         where = tmp / RETRAINS_DIR if save_retrains else Path(tempfile.mkdtemp(prefix="tru-calibrate-"))
         try:
             trained = train_retrains(dataset, spec, original, seeds, where, device)
+            cand_dir = where / "candidates"
+            cands = unlearn_candidates(dataset, spec, original, candidate_methods, cand_dir, device)
             names = [str(mr.folder) for mr in given]
             names += [f"{RETRAINS_DIR}/seed-{s}" if save_retrains else None for s in seeds]
             cal = calibrate(
@@ -623,6 +768,7 @@ def run_calibration(
                 policy=policy,
                 coverage_factor=coverage_factor,
                 retrain_folders=names,
+                candidates=cands,
             )
         finally:
             if not save_retrains:

@@ -753,6 +753,14 @@ def certify(
     verdict, reasons, inconclusive = decide(
         rows, power, failed, len(spec.forget), policy, cal is not None, pre_deletion, ref_label
     )
+    if retrained is None and cal is not None:
+        # the fast path's gate (certification.md §5): a retrain-free pass counts only where the calibration
+        # measured retrain-free verdicts agreeing with retrain's often enough
+        trusted, why = cal.retrain_free_trusted(policy)
+        notes.append(why)
+        if verdict == "passed" and not trusted:
+            verdict, reasons = "inconclusive", [f"inconclusive: {why}"]
+            inconclusive["retrain_free_untrusted"] = why
     if cal is not None and not pre_deletion:
         notes.append(
             "the original given was trained without D_f (a confirmation run): the audit's power is judged on "

@@ -14,6 +14,8 @@ Policy file (YAML mapping; every key optional; unknown keys are an error)::
     floor_retain_ndcg_ratio: 0.02
     min_forget_pairs: 20           # below: inconclusive (the statistics have no power)
     min_calibration_retrains: 3    # K: a calibration from fewer retrains is refused
+    min_retrain_free_agreement: 0.9  # a retrain-free pass counts only when the calibration measured its
+                                   # verdicts agreeing with retrain's at least this often (else inconclusive)
 
     # revision 1 (no calibration: fixed tolerances, kept for pipelines that have none yet)
     mia_auc_tolerance: 0.05        # |AUC_unlearned − AUC_reference| ≤ tol (interaction-level audit)
@@ -67,6 +69,7 @@ class Policy:
     floor_retain_ndcg_ratio: float = 0.02
     min_forget_pairs: int = 20
     min_calibration_retrains: int = 3
+    min_retrain_free_agreement: float = 0.9
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +120,11 @@ def policy_from_dict(raw: Any, where: str = "policy") -> Policy:
             values[key] = int(val)
             continue
         values[key] = float(val)
+    if not 0 <= values.get("min_retrain_free_agreement", 0.9) <= 1:
+        raise DataError(
+            f"{where}: policy key 'min_retrain_free_agreement' must be in [0, 1], "
+            f"got {values['min_retrain_free_agreement']}"
+        )
     if not 0.5 <= values.get("null_quantile", 0.95) < 1:
         raise DataError(
             f"{where}: policy key 'null_quantile' must be in [0.5, 1), got {values['null_quantile']}"

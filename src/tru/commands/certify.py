@@ -84,6 +84,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         save_retrains=args.save_retrains,
         coverage_factor=args.coverage,
+        candidate_methods=tuple(args.candidates),
     )
     d = cal.document
     print(
@@ -101,6 +102,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 f"  {name:22s} q95 {st['quantile_plain']:.4f}  tolerance {st['tolerance']:.4f}{floored}  "
                 f"original {orig}"
             )
+    agree = d["agreement"]
+    rate = "n/a" if agree["rate"] is None else f"{agree['rate']:.0%}"
+    print(
+        f"agreement of retrain-free and retrain verdicts: {agree['agree']} of {agree['rows']} rows ({rate}); "
+        f"retrain-free passed where retrain did not: {agree['retrain_free_pass_retrain_not']}"
+    )
     print(f"written to {Path(args.out) / 'calibration.json'} and null.png")
     return 0
 
@@ -138,6 +145,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--coverage", type=float, default=2.0, help="sizes covered: [n / f, n · f] (default 2)")
     k.add_argument("--policy", help="policy YAML (floors, quantile) for the summary printed and stored")
     k.add_argument("--save-retrains", action="store_true", help="keep the retrains under OUT/retrains/seed-S")
+    k.add_argument(
+        "--candidates",
+        nargs="*",
+        default=["tru"],
+        help="unlearning methods run on this forget set for the agreement of retrain-free and retrain "
+        "verdicts (default: tru)",
+    )
     k.add_argument("--device", default="auto")
     k.add_argument("--overwrite", action="store_true")
     k.add_argument("--out", required=True, help="folder for calibration.json and null.png")
