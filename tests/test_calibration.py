@@ -124,8 +124,12 @@ def test_cli_calibrate_then_certify(cert_world: CertWorld, tmp_path: Path, capsy
     # TRU run on the calibration's forget set is judged for the agreement, beside the original and retrains
     agree = cal.document["agreement"]
     assert agree["models"]["candidate:tru"]["rows"] == 3 and agree["rows"] == 3 * 2 + 3 + 3
+    tru_rows = [r for r in agree["table"] if r["model"] == "candidate:tru"]
+    assert agree["candidate_rows"] == 3 and agree["candidate_agree"] == sum(
+        r["retrain"] == r["retrain_free"] for r in tru_rows
+    )
     assert (cal_dir / "retrains" / "candidates" / "tru" / "model.pt").is_file()
-    assert f"agreement of retrain-free and retrain verdicts: {agree['agree']} of 12 rows" in text
+    assert f"agreement of retrain-free and retrain verdicts: {agree['candidate_agree']} of 3 rows" in text
     rc = main([
         "certify", "--data", str(w.data), "--original", str(w.original), "--unlearned", str(w.tuned),
         "--retrained", str(w.inter.retrains[REF_SEED]), "--requests", str(w.inter.requests_csv),

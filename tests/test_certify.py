@@ -364,27 +364,48 @@ def test_the_calibrations_agreement_gates_a_retrain_free_pass(cert_world: CertWo
     w = cert_world
     cal = w.user.calibration
     a, k = cal.document["agreement"], cal.k
-    # every retrain against each other retrain, the original against each retrain (no candidate given)
+    # every retrain against each other retrain, the original against each retrain; no candidate was
+    # given, so no rate: those rows agree by construction (in-sample, or no power)
     assert a["rows"] == len(a["table"]) == k * (k - 1) + k and a["models"]["original"]["rows"] == k
     assert all(r["retrain"] != "passed" and r["retrain_free"] != "passed" for r in a["table"]
                if r["model"] == "original")  # fmt: skip
-    assert a["agree"] == sum(r["retrain"] == r["retrain_free"] for r in a["table"])
+    assert a["candidate_rows"] == 0 and a["rate"] is None
     # a model that passes retrain-free (the rebuild + the exact part, user regime) ...
     lax = Policy(min_retrain_free_agreement=0.0)
     free = _certify(w, "user", w.rebuilt, retrained=None, policy=lax)
     assert free.verdict == "passed", free.reasons
-    # ... is inconclusive with a calibration that never measured the agreement
-    doc = {key: v for key, v in cal.document.items() if key not in ("agreement", "signature")}
-    blind = _certify(w, "user", w.rebuilt, retrained=None, calibration=Calibration(sign(doc)), policy=lax)
-    assert blind.verdict == "inconclusive" and "calibrate again" in blind.reasons[0]
-    # ... and with a measured agreement below the policy's bar
-    low = Calibration({"agreement": {"rows": 10, "agree": 8, "rate": 0.8}})
-    assert low.retrain_free_trusted(Policy(min_retrain_free_agreement=0.8))[0] is True
-    ok, why = low.retrain_free_trusted(Policy())
-    assert not ok and "8 of 10" in why and "min_retrain_free_agreement" in why
+    # ... is inconclusive under the default policy: this calibration measured no candidate's agreement
+    blind = _certify(w, "user", w.rebuilt, retrained=None)
+    assert blind.verdict == "inconclusive" and "--candidates" in blind.reasons[0]
+    # ... and without any calibration (revision 1)
+    rev1 = {"mia_auc_tolerance": 1, "user_mia_auc_tolerance": None, "retain_recall_min_ratio": 0,
+            "forget_hr_max_excess": 1, "forget_hr_max_deficit": 1}  # fmt: skip
+    bare = _certify(w, "user", w.rebuilt, retrained=None, calibration=None, policy=policy_from_dict(rev1))
+    assert bare.verdict == "inconclusive" and "no calibration measured" in bare.reasons[0]
+    lax1 = policy_from_dict({**rev1, "min_retrain_free_agreement": 0})
+    assert _certify(w, "user", w.rebuilt, retrained=None, calibration=None, policy=lax1).verdict == "passed"
+
+    def signed(agreement: dict[str, Any]) -> Calibration:
+        doc = {key: v for key, v in cal.document.items() if key != "signature"}
+        return Calibration(sign({**doc, "agreement": agreement}))
+
+    measured = {"rows": 12, "agree": 11, "candidate_rows": 3, "candidate_agree": 2, "rate": 2 / 3,
+                "policy": Policy().to_dict()}  # fmt: skip
+    # ... passes with a measured agreement at the bar, is inconclusive below it
+    at_bar = signed(measured)
+    assert _certify(w, "user", w.rebuilt, retrained=None, calibration=at_bar,
+                    policy=Policy(min_retrain_free_agreement=0.6)).verdict == "passed"  # fmt: skip
+    low = _certify(w, "user", w.rebuilt, retrained=None, calibration=at_bar)
+    assert low.verdict == "inconclusive" and "2 of 3" in low.reasons[0]
+    assert "min_retrain_free_agreement" in low.reasons[0]
+    # ... and when the agreement was measured under other tolerance settings
+    other = signed({**measured, "candidate_agree": 3, "rate": 1.0,
+                    "policy": Policy(floor_rank_w1=0.5).to_dict()})  # fmt: skip
+    moved = _certify(w, "user", w.rebuilt, retrained=None, calibration=other)
+    assert moved.verdict == "inconclusive" and "floor_rank_w1" in moved.reasons[0]
     # a retrain comparison is not gated
-    strict = Policy(min_retrain_free_agreement=1.0)
-    assert _certify(w, "user", w.rebuilt, policy=strict).verdict == _certify(w, "user", w.rebuilt).verdict
+    compared = _certify(w, "user", w.rebuilt, calibration=at_bar)
+    assert compared.verdict == _certify(w, "user", w.rebuilt).verdict
 
 
 # ------------------------------------------------------------------------- revision 1 (no calibration)

@@ -38,18 +38,21 @@ Artifact (``calibration.json``, format ``tru-calibration/1``, signed)::
     null         {retrain | retrain-free: {samples: {name: [excess draws]},
                                            seed_values: {name: [signed b = 0 values]},
                                            original: {name: [signed values vs each reference]}}}
-    agreement    {rows, agree, rate, retrain_free_pass_retrain_not, retrain_pass_retrain_free_not,
-                  models: {name: {rows, agree}}, table: [{model, reference_seed, retrain, retrain_free}]}
+    agreement    {rows, agree, candidate_rows, candidate_agree, rate, retrain_free_pass_retrain_not,
+                  retrain_pass_retrain_free_not, policy, models: {name: {rows, agree}},
+                  table: [{model, reference, retrain, retrain_free}]}
+    tolerances   {policy, retrain | retrain-free: {level, statistics: {name: {quantiles, quantile_plain,
+                  null_median, null_max, floor, tolerance, floored, original_excess}}}}
 
 The **agreement** (certification.md §5) decides whether a retrain-free pass may promote a model: every
-model the calibration holds (the original, each retrain, and candidates such as TRU run on this forget
-set) is judged twice with the default policy, against each other retrain (the retrain verdict) and
-against the retrain-free reference (the retrain-free verdict); ``rate`` = the fraction of (model,
-reference) rows on which the two verdicts agree. A certificate without a retrain counts a pass only when
-that rate reaches the policy's ``min_retrain_free_agreement`` (otherwise: inconclusive, and the pipeline
-falls back to the retrain).
-    tolerances   {policy, retrain | retrain-free: {level, statistics: {name: {quantiles, quantile_plain,
-                  null_median, null_max, floor, tolerance, floored, original_excess}}}}"""
+model the calibration holds (the original, each retrain, and the candidates, unlearning methods such as
+TRU run on this forget set) is judged twice with the calibrating policy, against each retrain but its own
+(the retrain verdict) and against the retrain-free reference (the retrain-free verdict). ``rate`` is
+measured on the candidates' rows only: the retrains' rows are in-sample (the null holds those very
+pairs) and the original's fail both ways whenever the audit has power, so they would agree by
+construction. A certificate without a retrain counts a pass only when ``rate`` reaches the policy's
+``min_retrain_free_agreement`` and the calibration was measured under the same tolerance settings
+(otherwise: inconclusive, and the pipeline falls back to the retrain)."""
 
 from __future__ import annotations
 
@@ -162,6 +165,10 @@ class NullSet:
         return float(c + sign * np.median(d)), sorted([float(c + sign * d.min()), float(c + sign * d.max())])
 
 
+# the policy keys a calibrated verdict depends on: an agreement measured under others does not carry over
+TOLERANCE_KEYS = ("null_quantile", "joint_level", "min_forget_pairs", *(f"floor_{n}" for n in stx.STAT_NAMES))
+
+
 @dataclass
 class Calibration:
     """A loaded (or freshly measured) calibration artifact; ``document`` is the signed JSON."""
@@ -205,14 +212,27 @@ class Calibration:
 
     def retrain_free_trusted(self, policy: Policy) -> tuple[bool, str]:
         """Whether a retrain-free pass may count (module docstring, the agreement): (ok, why)."""
+        if policy.min_retrain_free_agreement <= 0:
+            return True, "retrain-free / retrain agreement not required (policy min_retrain_free_agreement 0)"
         a = self.document.get("agreement")
-        if not a or not a.get("rows"):
+        if not a or not a.get("candidate_rows"):
             return False, (
-                "the calibration holds no measurement of how often retrain-free verdicts agree with "
-                "retrain's (made before tru measured it: calibrate again)"
+                "the calibration holds no measurement of how often an unlearned model's retrain-free "
+                "verdict agrees with its retrain verdict (calibrate again, with --candidates)"
+            )
+        measured = a.get("policy") or {}
+        differs = [k for k in TOLERANCE_KEYS if measured.get(k) != getattr(policy, k)]
+        if differs:
+            return False, (
+                "the calibration measured the agreement under other tolerance settings ("
+                + ", ".join(f"{k}: {measured.get(k)} → {getattr(policy, k)}" for k in differs[:4])
+                + "): calibrate again with this policy"
             )
         rate, need = float(a["rate"]), policy.min_retrain_free_agreement
-        what = f"agreed with retrain's in {a['agree']} of {a['rows']} calibration rows ({rate:.0%})"
+        what = (
+            f"agreed with retrain's in {a['candidate_agree']} of {a['candidate_rows']} calibration rows of "
+            f"unlearned models ({rate:.0%})"
+        )
         if rate < need:
             return False, (
                 f"retrain-free verdicts {what}; the policy needs {need:.0%} (min_retrain_free_agreement)"
@@ -627,10 +647,15 @@ def measure_agreement(
             m["rows"] += 1
             m["agree"] += int(rt == rf)
     agree = sum(r["retrain"] == r["retrain_free"] for r in table)
+    cand = [r for r in table if r["model"].startswith("candidate:")]
+    c_agree = sum(r["retrain"] == r["retrain_free"] for r in cand)
     return {
         "rows": len(table),
         "agree": agree,
-        "rate": agree / len(table) if table else None,
+        "candidate_rows": len(cand),
+        "candidate_agree": c_agree,
+        "rate": c_agree / len(cand) if cand else None,
+        "policy": policy.to_dict(),
         "retrain_free_pass_retrain_not": sum(
             r["retrain_free"] == "passed" and r["retrain"] != "passed" for r in table
         ),
@@ -727,8 +752,16 @@ def run_calibration(
     from tru.data.dataset import load_dataset
     from tru.forget.requests import read_requests, resolve_requests
     from tru.outputs import atomic_dir
+    from tru.unlearn.methods import METHODS
     from tru.utils import resolve_device
 
+    allowed = sorted(m for m in METHODS if m != "retrain")
+    unknown = [m for m in candidate_methods if m not in allowed]
+    if unknown or not candidate_methods:
+        raise CertifyError(
+            f"calibration candidates: {', '.join(unknown) or 'none given'}; expected unlearning methods "
+            f"among {', '.join(allowed)} (their verdicts measure the retrain-free agreement)"
+        )
     if isinstance(device, str) or device is None:
         device = resolve_device(device or "auto")
     policy = load_policy(policy_path)

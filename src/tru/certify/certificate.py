@@ -748,15 +748,27 @@ def certify(
         if bad:
             checks.append(bad)
     failed = [c["message"] for c in checks if not c["passed"]]
+    for r in rows:
+        if cal is not None and r["candidate"] is not None and not r["checked"]:
+            notes.append(
+                f"{r['name']} measured ({r['candidate']:.4f}) but not checked: the calibration has no null "
+                "for it (its forget set could not measure it)"
+            )
     pre_deletion = pairs_fingerprint(original.run.train, ni) != fp_r
     ref_label = "Retrain" if retrained is not None else "the retrain-free reference"
     verdict, reasons, inconclusive = decide(
         rows, power, failed, len(spec.forget), policy, cal is not None, pre_deletion, ref_label
     )
-    if retrained is None and cal is not None:
+    if retrained is None:
         # the fast path's gate (certification.md §5): a retrain-free pass counts only where the calibration
         # measured retrain-free verdicts agreeing with retrain's often enough
-        trusted, why = cal.retrain_free_trusted(policy)
+        if cal is not None:
+            trusted, why = cal.retrain_free_trusted(policy)
+        else:
+            trusted = policy.min_retrain_free_agreement <= 0
+            why = "no calibration measured how often retrain-free verdicts agree with retrain's" + (
+                " (the policy's min_retrain_free_agreement is 0: not required)" if trusted else ""
+            )
         notes.append(why)
         if verdict == "passed" and not trusted:
             verdict, reasons = "inconclusive", [f"inconclusive: {why}"]

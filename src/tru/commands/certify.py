@@ -105,8 +105,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     agree = d["agreement"]
     rate = "n/a" if agree["rate"] is None else f"{agree['rate']:.0%}"
     print(
-        f"agreement of retrain-free and retrain verdicts: {agree['agree']} of {agree['rows']} rows ({rate}); "
-        f"retrain-free passed where retrain did not: {agree['retrain_free_pass_retrain_not']}"
+        f"agreement of retrain-free and retrain verdicts: {agree['candidate_agree']} of "
+        f"{agree['candidate_rows']} rows ({rate}) of {', '.join(args.candidates)}; all rows "
+        f"{agree['agree']} of {agree['rows']}; retrain-free passed where retrain did not: "
+        f"{agree['retrain_free_pass_retrain_not']}"
     )
     print(f"written to {Path(args.out) / 'calibration.json'} and null.png")
     return 0
@@ -147,7 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--save-retrains", action="store_true", help="keep the retrains under OUT/retrains/seed-S")
     k.add_argument(
         "--candidates",
-        nargs="*",
+        nargs="+",
         default=["tru"],
         help="unlearning methods run on this forget set for the agreement of retrain-free and retrain "
         "verdicts (default: tru)",
