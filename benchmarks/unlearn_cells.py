@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tru.bench import METHODS as BENCH_METHODS
 from tru.config import load_config
 from tru.data.dataset import RecDataset, load_dataset
 from tru.eval.evaluator import evaluate_pairs
@@ -48,15 +49,7 @@ from tru.unlearn.api import run_unlearning, unlearn_config
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "rebuild": ("mmrecun", {"exact": False, "max_steps": 0}),
     "exact": ("mmrecun", {"max_steps": 0}),
-    "tru": ("tru", {}),
-    "tru-no-exact": ("tru", {"exact": False}),
-    "tru-no-rfg": ("tru", {"rfg": False}),
-    "tru-no-bms": ("tru", {"bms": False}),
-    "tru-no-cli": ("tru", {"cli": False}),
-    "tru-no-sink": ("tru", {"item_sink": False}),
-    "mmrecun": ("mmrecun", {}),
-    "gradient_ascent": ("gradient_ascent", {}),
-    "finetune": ("finetune", {}),
+    **BENCH_METHODS,  # the benchmark's methods and ablations, one table
 }
 COLUMNS = (
     "dataset", "backbone", "regime", "seed", "method", "seconds", "time_ratio", "cpu_seconds", "cpu_ratio",

@@ -570,7 +570,7 @@ def calibrate(
         },
         "null": null,
     }
-    cal = Calibration(clean_json(doc))
+    cal = MemoCalibration(clean_json(doc))  # its tolerances serve the summary and the agreement below
     # what the default policy makes of it (a certificate recomputes with its own policy)
     summary: dict[str, Any] = {}
     for level in LEVELS:
@@ -602,10 +602,11 @@ def calibrate(
         for name, mr in (candidates or {}).items()
     }
     evidence = {"original": ev_o, **{f"retrain-{i}": ev for i, ev in enumerate(evs)}, **cand_ev}
+    known = {**{f"retrain-{i}": lv_i for i, lv_i in enumerate(lv)}, "retrain-free": lv_f}
     doc["agreement"] = measure_agreement(
-        MemoCalibration(clean_json(doc)), design, weights, {**evidence, "retrain-free": ev_f}, kk, policy,
+        cal, design, weights, {**evidence, "retrain-free": ev_f}, kk, policy,
         pre_deletion=pairs_fingerprint(o_run.train, ni) != pairs_fingerprint(spec.retain, ni),
-        n_forget=len(spec.forget),
+        n_forget=len(spec.forget), levels=known,
     )  # fmt: skip
     doc["calibrate_seconds"] = round(time.perf_counter() - t0, 3)
     return Calibration(sign(clean_json(doc)))
@@ -621,18 +622,24 @@ def measure_agreement(
     *,
     pre_deletion: bool,
     n_forget: int,
+    levels: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """The agreement block (module docstring): each model of ``evidence`` (``original``,
     ``retrain-i`` for i < ``k``, ``candidate:*``; ``retrain-free`` is the reference) judged against every
-    other retrain and against the retrain-free reference, with ``cal``'s tolerances under ``policy``."""
-    from tru.certify.certificate import Audit, assess, decide
+    other retrain and against the retrain-free reference, with ``cal``'s tolerances under ``policy``.
+    ``levels``: the models' levels under ``weights`` already computed (the others are computed here)."""
+    from tru.certify.certificate import Audit, calibrated_verdict
 
-    audit = Audit(design, weights, evidence, {n: stx.levels(e, design, weights) for n, e in evidence.items()})
+    known = levels or {}
+    audit = Audit(
+        design,
+        weights,
+        evidence,
+        {n: known[n] if n in known else stx.levels(e, design, weights) for n, e in evidence.items()},
+    )
 
     def verdict(candidate: str, ref: str) -> str:
-        rows, power = assess(audit, ref, policy, cal, candidate)
-        failed = [r["message"] for r in rows if r["checked"] and not r["passed"]]
-        return decide(rows, power, failed, n_forget, policy, True, pre_deletion, ref)[0]
+        return calibrated_verdict(audit, ref, policy, cal, candidate, n_forget, pre_deletion)[0]
 
     table: list[dict[str, Any]] = []
     models: dict[str, dict[str, int]] = {}

@@ -501,6 +501,25 @@ def assess(
     return rows, power
 
 
+def calibrated_verdict(
+    audit: Audit,
+    ref: str,
+    policy: Policy,
+    calibration: Calibration,
+    candidate: str,
+    n_forget: int,
+    pre_deletion: bool,
+) -> tuple[str, list[str], list[dict[str, Any]], dict[str, Any]]:
+    """The calibrated verdict of ``candidate`` against ``ref`` in one audit, from its statistics alone
+    (:func:`assess` then :func:`decide`; none of :func:`certify`'s time or consistency checks): (verdict,
+    reasons, rows, power)."""
+    rows, power = assess(audit, ref, policy, calibration, candidate)
+    failed = [r["message"] for r in rows if r["checked"] and not r["passed"]]
+    label = "the retrain-free reference" if ref == "retrain-free" else "Retrain"
+    verdict, reasons, _ = decide(rows, power, failed, n_forget, policy, True, pre_deletion, label)
+    return verdict, reasons, rows, power
+
+
 def decide(
     rows: list[dict[str, Any]],
     power: dict[str, Any],
@@ -906,10 +925,9 @@ def verdict_agreement(
     )
     out: dict[str, Any] = {}
     for key, ref in (("retrain", "retrained"), ("retrain_free", "retrain-free")):
-        rows, power = assess(audit, ref, policy, cal)
-        failed = [r["message"] for r in rows if r["checked"] and not r["passed"]]
-        label = "Retrain" if ref == "retrained" else "the retrain-free reference"
-        verdict, reasons, _ = decide(rows, power, failed, len(spec.forget), policy, True, pre, label)
+        verdict, reasons, rows, power = calibrated_verdict(
+            audit, ref, policy, cal, "unlearned", len(spec.forget), pre
+        )
         out[key] = {
             "verdict": verdict,
             "reasons": reasons,
