@@ -227,6 +227,7 @@ def save_run(
         "forgotten": forgotten.to_dict(),
         "lineage": lineage.to_dict(),
         "weights_sha256": digest,
+        "trained_epochs": model.trained_epochs,
     }
     payload = {
         "format_version": FORMAT_VERSION,
@@ -353,6 +354,7 @@ def load_run(
         model.to(device)
     meta_path = Path(run_dir) / RUN_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    model.trained_epochs = _trained_epochs(payload, meta)
     return LoadedRun(
         model,
         config,
@@ -362,6 +364,15 @@ def load_run(
         Lineage.from_dict(payload.get("lineage")),
         str(payload.get("weights_sha256", "")),
     )
+
+
+def _trained_epochs(payload: dict[str, Any], meta: dict[str, Any]) -> int | None:
+    """The epochs of training behind a checkpoint's weights: recorded since the emulation of retraining's
+    negative-only updates needs them; before that, the best epoch of the run's training record."""
+    if payload.get("trained_epochs") is not None:
+        return int(payload["trained_epochs"])
+    best = (meta.get("training") or {}).get("best_epoch")
+    return int(best) + 1 if isinstance(best, int) and best >= 0 else None
 
 
 def verify_weights(run_dir: Path | str) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -39,6 +39,21 @@ class Batch:
     users: Tensor
     pos: Tensor
     neg: Tensor
+
+
+@dataclass(frozen=True)
+class IsolatedItems:
+    """Items without a retained interaction, as a function of their own rows (everything else frozen):
+    what retraining trains them through, for :func:`tru.unlearn.emulate.emulate_negative_training`.
+
+    ``rows``: parameter name -> a leaf tensor (n_items_isolated, …) holding those items' rows of that
+    table (requires grad); ``final()``: their final embeddings from ``rows``, bit-equal to the model's
+    forward while ``rows`` hold the model's values; ``penalty(e)``: the training loss's regulariser on a
+    batch's negative final embeddings ``e`` (what the BPR batch adds for them)."""
+
+    rows: dict[str, Tensor]
+    final: Callable[[], Tensor]
+    penalty: Callable[[Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,9 @@ class Recommender(nn.Module, ABC):
         self.n_items = dataset.n_items
         self.modality_names = list(dataset.features)
         self.embedding_dim = int(config.get("embedding_size", 64))
+        #: epochs of training behind the weights (the best epoch kept, counted from 1), when known: set by
+        #: :class:`tru.train.trainer.Trainer` and by loading a checkpoint that records it
+        self.trained_epochs: int | None = None
         self._eval_cache: tuple[Tensor, Tensor] | None = None
 
     # ---------------------------------------------------------------- device
@@ -207,6 +225,19 @@ class Recommender(nn.Module, ABC):
                 if name in init:
                     out[name] = init[name][idx]
         return out
+
+    def untrained_items(self, retain: Pairs, items: np.ndarray) -> np.ndarray:
+        """Those of ``items`` without a retained interaction: retraining on ``retain`` trains them only
+        as sampled negatives."""
+        items = np.asarray(items, np.int64)
+        counts = np.bincount(np.asarray(retain.items, np.int64), minlength=self.n_items)
+        return items[counts[items] == 0]
+
+    def isolated_items(self, items: Tensor) -> IsolatedItems | None:
+        """``items`` (none of which has a retained interaction, graphs rebuilt without them) as a function
+        of their own rows (:class:`IsolatedItems`); None when the backbone does not provide one (their
+        rows then keep their initial values: retraining's negative-only updates are not emulated)."""
+        return None
 
     def reset_untrained_rows(self, retain: Pairs, seed: int) -> dict[str, np.ndarray]:
         """The exact part: set the rows that retraining on ``retain`` never trains to what retraining with

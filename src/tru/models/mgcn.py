@@ -41,7 +41,16 @@ from torch.nn import functional as F
 
 from tru.data.dataset import DataError, Pairs, RecDataset
 from tru.models import graph
-from tru.models.base import FUSION_BRANCH, ID_BRANCH, Batch, Recommender, bpr_loss, l2_reg, seeded
+from tru.models.base import (
+    FUSION_BRANCH,
+    ID_BRANCH,
+    Batch,
+    IsolatedItems,
+    Recommender,
+    bpr_loss,
+    l2_reg,
+    seeded,
+)
 
 TEXT_MODALITY = "text"
 
@@ -312,6 +321,65 @@ class MGCN(Recommender):
         return reg + cl
 
     # ---------------------------------------------------------------- unlearning maps
+    def isolated_items(self, items: Tensor) -> IsolatedItems:
+        """Final embeddings of items without a user-item edge as a function of their ID rows E_D and raw
+        feature rows X_m[D], everything else frozen at its current value (exact, not linearised):
+
+            C_D = E_D / (L + 1)              (isolated in Â, no self loops: Hˡ_D = 0 for l ≥ 1)
+            P_m = E ⊙ σ(G_m F_m(X_m)),
+            I_m[D] = (S_m^K P_m)[D] = (S_m^K P⁰_m)[D] + S_m^K[D, D] (P_m[D] − P⁰_m[D])
+            then the fuser, the preference gates σ(Q_m C_D + d_m) and S_D = (Σ_m Ṽ_m + Z) / (M + 1);
+            final_D = C_D + S_D.
+
+        (P⁰ at the current weights; S_m^K[·, D] by K products of S_m with the indicator columns of D.) The
+        penalty is the BPR batch's regulariser on negatives, reg_weight · ½‖e‖² / train_batch_size."""
+        idx = torch.as_tensor(items, dtype=torch.long, device=self.device).reshape(-1)
+        with torch.no_grad():
+            item_id = self.item_id_embedding.weight
+            base, block, p0 = {}, {}, {}
+            for m in self.modalities:
+                projected = getattr(self, f"proj_{m}")(getattr(self, f"feat_{m}").weight)
+                p = item_id * getattr(self, f"purifier_{m}")(projected)
+                knn, _ = self.graph(f"knn_{m}")
+                view = p
+                for _ in range(self.n_layers):
+                    view = torch.sparse.mm(knn, view)
+                blk = torch.empty(len(idx), len(idx), device=item_id.device)
+                for a in range(0, len(idx), 512):  # S^K[:, D] in column chunks: O(n_items × 512) memory
+                    part = idx[a : a + 512]
+                    cols = torch.zeros(self.n_items, len(part), device=item_id.device)
+                    cols[part, torch.arange(len(part), device=item_id.device)] = 1.0
+                    for _ in range(self.n_layers):
+                        cols = torch.sparse.mm(knn, cols)
+                    blk[:, a : a + len(part)] = cols[idx]
+                base[m], block[m], p0[m] = view[idx].clone(), blk, p[idx].clone()
+        rows = {"item_id_embedding.weight": item_id.detach()[idx].clone().requires_grad_(True)}
+        for m in self.modalities:
+            feat = getattr(self, f"feat_{m}").weight
+            rows[f"feat_{m}.weight"] = feat.detach()[idx].clone().requires_grad_(True)
+        n_layers_ui = self.n_ui_layers
+
+        def final() -> Tensor:
+            e = rows["item_id_embedding.weight"]
+            content = e / (n_layers_ui + 1)
+            views = []
+            for m in self.modalities:
+                p = e * getattr(self, f"purifier_{m}")(getattr(self, f"proj_{m}")(rows[f"feat_{m}.weight"]))
+                views.append(base[m] + block[m] @ (p - p0[m]))
+            stacked = torch.stack(views, dim=0)
+            weights = torch.softmax(self.query_common(stacked), dim=0)
+            common = (weights * stacked).sum(dim=0)
+            specific = [
+                getattr(self, f"prefer_{m}")(content) * (stacked[k] - common)
+                for k, m in enumerate(self.modalities)
+            ]
+            return content + (torch.stack(specific, dim=0).sum(dim=0) + common) / (len(self.modalities) + 1)
+
+        def penalty(neg: Tensor) -> Tensor:
+            return self.reg_weight * l2_reg(neg, batch_size=self.reg_batch_size)
+
+        return IsolatedItems(rows, final, penalty)
+
     def initial_rows(self, seed: int) -> dict[str, Tensor]:
         """The ID tables as :func:`tru.models.build_backbone` draws them with ``seed`` (global RNG state
         untouched) and the trainable raw feature tables as initialised (the dataset's features). A user

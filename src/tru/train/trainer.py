@@ -210,6 +210,7 @@ class Trainer:
                 self.log(f"early stop: no {self.valid_metric} improvement in {patience} evaluations")
                 break
         self.model.load_state_dict(best_state)
+        self.model.trained_epochs = best_epoch + 1 if best_epoch >= 0 else None
         test = self.evaluate("test")
         nan = float("nan")
         self.log(

@@ -24,6 +24,7 @@ from tru.models.base import Recommender
 from tru.runfolder import UNLEARN_FILE
 from tru.train.trainer import Trainer, configure_determinism
 from tru.unlearn.config import UnlearnConfig
+from tru.unlearn.emulate import emulate_deleted_items
 from tru.unlearn.engine import count_changed, run_engine, snapshot
 from tru.unlearn.methods import METHODS
 from tru.unlearn.targets import forget_target
@@ -48,10 +49,17 @@ class UnlearnOutcome:
 def prepare_start(model: Recommender, spec: ForgetSpec, cfg: UnlearnConfig) -> dict[str, np.ndarray]:
     """The starting point of every iterative method, in place: the graphs rebuilt from D_r and, with
     ``exact`` (tru-method.md §7a), the rows that retraining never trains set to what retraining with
-    ``cfg.seed`` leaves them (:meth:`~tru.models.base.Recommender.reset_untrained_rows`). Returns
-    parameter name -> the rows reset (the engine keeps them frozen)."""
+    ``cfg.seed`` leaves them (:meth:`~tru.models.base.Recommender.reset_untrained_rows`), and the deleted
+    items' rows set to what retraining's negative-only updates make of them
+    (:func:`tru.unlearn.emulate.emulate_deleted_items`, where the backbone allows it). Returns parameter
+    name -> the rows set (the engine keeps them frozen)."""
     model.rebuild(spec.retain)
-    return model.reset_untrained_rows(spec.retain, cfg.seed) if cfg.exact else {}
+    if not cfg.exact:
+        return {}
+    rows = model.reset_untrained_rows(spec.retain, cfg.seed)
+    if len(spec.items):
+        rows |= emulate_deleted_items(model, spec.retain, np.asarray(spec.items), cfg.seed)
+    return rows
 
 
 def run_unlearning(

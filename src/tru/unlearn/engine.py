@@ -129,12 +129,14 @@ def make_streams(
     )
 
 
-def _exact_users(exact_rows: dict[str, np.ndarray], n_users: int) -> np.ndarray | None:
+def _exact_users(model: Recommender, exact_rows: dict[str, np.ndarray]) -> np.ndarray | None:
     """Boolean mask of the users whose rows the exact part set (None when none)."""
-    if not exact_rows:
+    user_params = {n for u in model.layer_units() if u.axis == "user" for n in u.params}
+    picked = [rows for name, rows in exact_rows.items() if name in user_params and len(rows)]
+    if not picked:
         return None
-    mask = np.zeros(n_users, dtype=bool)
-    for rows in exact_rows.values():
+    mask = np.zeros(model.n_users, dtype=bool)
+    for rows in picked:
         mask[rows] = True
     return mask
 
@@ -306,7 +308,7 @@ def _run_engine(
     if len(spec.forget) == 0:
         return EngineResult(0, 0.0, "empty forget set", no_update=True)
     exact_rows = {k: v for k, v in (exact_rows or {}).items() if len(v)}
-    fstream, rstream = make_streams(model, spec, n_users, n_items, cfg, _exact_users(exact_rows, n_users))
+    fstream, rstream = make_streams(model, spec, n_users, n_items, cfg, _exact_users(model, exact_rows))
     frozen = _row_masks(model, exact_rows)
     sink = (
         ItemSinkStream(spec, cfg.item_sink_batch_size, cfg.seed, dev)

@@ -13,6 +13,7 @@ import torch
 
 from tru.forget.spec import ForgetSpec
 from tru.models.base import ID_BRANCH, Recommender
+from tru.unlearn.emulate import emulate_deleted_items
 
 
 def entity_mask(spec: ForgetSpec) -> np.ndarray:
@@ -26,9 +27,10 @@ def reinit_proxy(model: Recommender, spec: ForgetSpec, seed: int = 0) -> tuple[R
     ``seed`` leaves them (:meth:`~tru.models.base.Recommender.untrained_row_values`, the exact part of
     tru-method.md §7a); the target items' rows of every item-axis table set to their initial values
     (:meth:`~tru.models.base.Recommender.initial_rows` with ``seed``: MGCN's ID rows and trainable raw
-    feature rows; retraining trains them, as negatives only). A user / ID table without a known initial
-    value is re-drawn Xavier-uniform U(−b, b), b = √(6 / (n_rows + d)). Returns the copy and the number
-    of parameters set."""
+    feature rows), then retraining's negative-only updates of those rows emulated
+    (:func:`tru.unlearn.emulate.emulate_deleted_items`, where the backbone allows it). A user / ID table
+    without a known initial value is re-drawn Xavier-uniform U(−b, b), b = √(6 / (n_rows + d)). Returns
+    the copy and the number of parameters set."""
     proxy = copy.deepcopy(model)
     proxy.rebuild(spec.retain)
     params = dict(proxy.named_parameters())
@@ -59,4 +61,6 @@ def reinit_proxy(model: Recommender, spec: ForgetSpec, seed: int = 0) -> tuple[R
             with torch.no_grad():
                 p[torch.as_tensor(rows, device=p.device)] = fresh.to(p.device, p.dtype)
             changed += fresh.numel()
+    if len(spec.items):
+        emulate_deleted_items(proxy, spec.retain, np.asarray(spec.items), int(seed))
     return proxy, changed

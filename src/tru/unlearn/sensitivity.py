@@ -28,7 +28,7 @@ def run_sensitivity(
 
     cfg = UnlearnConfig.from_dict(cfg)
     exact = prepare_start(model, spec, cfg)
-    skip = _exact_users(exact, dataset.n_users)
+    skip = _exact_users(model, exact)
     fstream, rstream = make_streams(model, spec, dataset.n_users, dataset.n_items, cfg, skip)
     commitment = spec.forget_commitment(dataset.n_items)
     if fstream is None:  # every deleted pair belongs to a user the exact part reset

@@ -33,6 +33,7 @@ from tru.eval.evaluator import per_pair_hit_rate
 from tru.eval.rank import rank_percentiles
 from tru.forget.spec import ForgetSpec
 from tru.models.base import Recommender
+from tru.unlearn.emulate import can_emulate
 from tru.unlearn.proxy import entity_mask, reinit_proxy
 
 K = 20
@@ -76,10 +77,12 @@ def forget_target(
 ) -> ForgetTarget:
     """The retrain-free reference for ``spec`` (see the module docstring). ``item_target``: ``sink``
     (target items' pairs stop on the convergence of the sink), ``proxy`` (they take the proxy's
-    percentiles), ``auto`` (sink when the backbone owns per-item rows, else proxy)."""
+    percentiles), ``auto`` (sink when the backbone owns per-item rows that the proxy cannot emulate
+    (:func:`tru.unlearn.emulate.can_emulate`), else proxy)."""
     n_u, n_i = dataset.n_users, dataset.n_items
     sink = len(spec.items) > 0 and (
-        item_target == "sink" or (item_target == "auto" and has_item_rows(original))
+        item_target == "sink"
+        or (item_target == "auto" and has_item_rows(original) and not can_emulate(original))
     )
     ent = entity_mask(spec)
     detail: dict[str, float] = {"n_interaction_pairs": int((~ent).sum()), "n_entity_pairs": int(ent.sum())}

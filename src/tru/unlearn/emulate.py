@@ -1,0 +1,173 @@
+"""What retraining does to a deleted item, emulated (tru-method.md §7a, item regime).
+
+An item without a retained interaction is, in the retrained model, an isolated node of the user-item
+graph: retraining never samples it as a positive, only as a uniform negative. Its rows (ID row, trainable
+feature rows) start at their seeded initial values and move only through the BPR term of the batches
+that draw it as a negative:
+
+    ∂L/∂θ_D = Σ_{(u, p, j) in the batch, j ∈ D} σ(s_uj − s_up) ∂s_uj/∂θ_D / B  +  ∂ penalty(e_j)/∂θ_D
+
+with s_uj = f_u · e_j(θ_D), and Adam steps every batch (also on an all-zero gradient, as the trainer's).
+The emulation replays exactly that loop for the deleted items' rows alone — the retrained model's
+schedule: the trainer's learning rate, its decay λ(e) = lr · f^(e / s), batch size, and the number of
+epochs behind the original's weights (:attr:`~tru.models.base.Recommender.trained_epochs`: retraining
+on a 5 % smaller set stops at about the same epoch) — against the rest of the model frozen at the
+starting point (f_u, s_up from the rebuilt model). The backbone supplies the items' final embeddings as a
+function of their rows (:meth:`~tru.models.base.Recommender.isolated_items`). The rest of the model is
+not retrain's, so this is an emulation, not retrain's rows: its rank-percentile distance to retrain on
+the deleted pairs is measured in ``benchmarks/results/issue9.md``.
+
+Cost: one small forward and backward over the deleted items per training batch (no full forward):
+seconds, where retraining takes minutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from tru.data.dataset import Pairs
+from tru.models.base import Recommender
+from tru.train.sampler import NegativeSampler
+
+#: the emulation's random stream: default_rng([seed, EMULATION_STREAM])
+EMULATION_STREAM = 7
+
+
+@dataclass(frozen=True)
+class NegativeTraining:
+    """The schedule retraining trains a deleted item's rows with (from the model's own training config)."""
+
+    epochs: int
+    learning_rate: float
+    decay_factor: float
+    decay_step: float
+    batch_size: int
+    seed: int
+
+    @classmethod
+    def of(cls, model: Recommender, seed: int) -> NegativeTraining | None:
+        """The model's recipe (``model.config``) for ``model.trained_epochs`` epochs; None when the
+        number of epochs is unknown (a checkpoint without a training record)."""
+        if not model.trained_epochs:
+            return None
+        cfg = model.config
+        factor, step = cfg.get("learning_rate_scheduler") or (1.0, 1.0)
+        return cls(
+            epochs=int(model.trained_epochs),
+            learning_rate=float(cfg.get("learning_rate", 1e-3)),
+            decay_factor=float(factor),
+            decay_step=float(step),
+            batch_size=int(cfg.get("train_batch_size", 2048)),
+            seed=int(seed),
+        )
+
+
+def emulate_negative_training(
+    model: Recommender, retain: Pairs, items: np.ndarray, schedule: NegativeTraining
+) -> dict[str, np.ndarray]:
+    """Train the rows of ``items`` (no retained interaction; graphs already rebuilt on ``retain``, their
+    rows already at their initial values) as retraining on ``retain`` would (module docstring), in place.
+    Returns parameter name -> the rows set ({} when the backbone has no isolated-item map)."""
+    items = np.asarray(items, np.int64)
+    if len(items) == 0 or len(retain) == 0:
+        return {}
+    dev = model.device
+    was_training = model.training
+    model.eval()
+    iso = model.isolated_items(torch.as_tensor(items, device=dev))
+    if iso is None:
+        model.train(was_training)
+        return {}
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            users_final, items_final = model.forward()
+        ru = torch.as_tensor(retain.users, dtype=torch.long, device=dev)
+        rp = torch.as_tensor(retain.items, dtype=torch.long, device=dev)
+        pos_scores = (users_final[ru] * items_final[rp]).sum(-1)
+        is_target = torch.zeros(model.n_items, dtype=torch.bool, device=dev)
+        is_target[torch.as_tensor(items, device=dev)] = True
+        slot = torch.full((model.n_items,), -1, dtype=torch.long, device=dev)
+        slot[torch.as_tensor(items, device=dev)] = torch.arange(len(items), device=dev)
+        params = list(iso.rows.values())
+        opt = torch.optim.Adam(params, lr=schedule.learning_rate)
+        # the trainer's draws (a shuffle of D_r, one uniform negative per pair that is never a positive of
+        # its user), from a stream of their own: not any particular retrain's batches
+        rng = np.random.default_rng([schedule.seed, EMULATION_STREAM])
+        sampler = NegativeSampler(retain, model.n_users, model.n_items)
+        users_np = np.asarray(retain.users, np.int64)
+        n, b = len(ru), schedule.batch_size
+        for epoch in range(schedule.epochs):
+            for group in opt.param_groups:
+                group["lr"] = schedule.learning_rate * schedule.decay_factor ** (epoch / schedule.decay_step)
+            perm = rng.permutation(n)
+            order = torch.from_numpy(perm).to(dev)
+            negatives = torch.from_numpy(sampler.sample(users_np[perm], rng)).to(dev)
+            for a in range(0, n, b):
+                batch = order[a : a + b]
+                neg = negatives[a : a + b]
+                hit = is_target[neg]
+                opt.zero_grad(set_to_none=False)
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                if bool(hit.any()):
+                    rows = batch[hit]
+                    e = iso.final()[slot[neg[hit]]]
+                    s_neg = (users_final[ru[rows]] * e).sum(-1)
+                    loss = F.softplus(s_neg - pos_scores[rows]).sum() / len(batch) + iso.penalty(e)
+                    loss.backward()
+                opt.step()
+        with torch.no_grad():
+            _write_rows(model, items, iso.rows)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
+    return {name: items for name in iso.rows}
+
+
+def _write_rows(model: Recommender, items: np.ndarray, rows: dict[str, Tensor]) -> None:
+    named = dict(model.named_parameters())
+    idx = torch.as_tensor(items, device=model.device)
+    for name, value in rows.items():
+        named[name][idx] = value.detach().to(named[name].dtype)
+
+
+def can_emulate(model: Recommender) -> bool:
+    """Whether :func:`emulate_deleted_items` can act on ``model``: its backbone maps isolated items
+    (:meth:`~tru.models.base.Recommender.isolated_items`) and its training epochs are known."""
+    return bool(model.trained_epochs) and type(model).isolated_items is not Recommender.isolated_items
+
+
+def emulate_deleted_items(
+    model: Recommender, retain: Pairs, items: np.ndarray, seed: int
+) -> dict[str, np.ndarray]:
+    """The exact part for deleted items (graphs already rebuilt on ``retain``): the items of ``items``
+    without a retained interaction get their seeded initial rows (every item-axis table
+    :meth:`~tru.models.base.Recommender.initial_rows` knows), then retraining's negative-only updates
+    (:func:`emulate_negative_training`). Returns parameter name -> the rows set; {} (nothing changed)
+    when the model cannot be emulated (:func:`can_emulate`)."""
+    schedule = NegativeTraining.of(model, seed)
+    isolated = model.untrained_items(retain, items)
+    if schedule is None or not can_emulate(model) or len(isolated) == 0:
+        return {}
+    init = model.initial_rows(seed)
+    named = dict(model.named_parameters())
+    idx = torch.as_tensor(isolated, dtype=torch.long)
+    with torch.no_grad():
+        for unit in model.layer_units():
+            if unit.kind != "table" or unit.axis != "item":
+                continue
+            for name in unit.params:
+                if name in init:
+                    p = named[name]
+                    p[idx.to(p.device)] = init[name][idx].to(p.device, p.dtype)
+    return emulate_negative_training(model, retain, isolated, schedule)
