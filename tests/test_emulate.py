@@ -137,3 +137,37 @@ def test_without_a_training_record_nothing_is_emulated(trained, data, spec) -> N
     assert "item_id_embedding.weight" not in rows
     assert torch.equal(start.item_id_embedding.weight, model.item_id_embedding.weight)
     assert forget_target(model, data, spec, 5, "auto").sink
+
+
+def test_a_user_deletion_emulates_the_items_only_deleted_users_held(trained, data) -> None:  # noqa: F811
+    """User regime: an item whose every train interaction belongs to deleted users is an isolated node of
+    the retrained model too; its rows are emulated, the other items' rows are left alone."""
+    from .test_unlearn_exact import user_spec
+
+    model, cfg = trained
+    counts = np.bincount(data.train.items, minlength=data.n_items)
+    item = int(np.flatnonzero(counts > 0)[np.argmin(counts[counts > 0])])
+    users = np.unique(data.train.users[data.train.items == item])
+    spec = user_spec(data, users)
+    start = copy.deepcopy(model)
+    rows = prepare_start(start, spec, unlearn_config(cfg))
+    isolated = model.untrained_items(spec.retain, np.unique(spec.forget.items))
+    assert item in isolated
+    np.testing.assert_array_equal(rows["item_id_embedding.weight"], isolated)
+    kept = np.setdiff1d(np.arange(data.n_items), isolated)
+    assert torch.equal(start.item_id_embedding.weight[kept], model.item_id_embedding.weight[kept])
+    assert not torch.equal(start.item_id_embedding.weight[item], model.item_id_embedding.weight[item])
+
+
+def test_the_proxy_and_the_start_share_one_emulation(trained, data, spec, monkeypatch) -> None:  # noqa: F811
+    """The retrain-free target's proxy and the candidate's start need the same emulated rows: one run of the
+    emulation serves both (it is most of the item regime's cost)."""
+    from tru.unlearn import emulate
+
+    emulate._MEMO.clear()
+    calls = []
+    real = emulate.emulate_negative_training
+    monkeypatch.setattr(emulate, "emulate_negative_training", lambda *a: calls.append(1) or real(*a))
+    model, cfg = trained
+    run_unlearning("tru", model, data, spec, cfg, unlearn_config(cfg, {"max_steps": 10, "check_every": 10}))
+    assert len(calls) == 1

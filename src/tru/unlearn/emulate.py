@@ -23,6 +23,7 @@ seconds, where retraining takes minutes.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from tru.checkpoint import weights_sha256
 from tru.data.dataset import Pairs
 from tru.models.base import Recommender
 from tru.train.sampler import NegativeSampler
@@ -170,4 +172,28 @@ def emulate_deleted_items(
                 if name in init:
                     p = named[name]
                     p[idx.to(p.device)] = init[name][idx].to(p.device, p.dtype)
-    return emulate_negative_training(model, retain, isolated, schedule)
+    key = _memo_key(model, retain, isolated, schedule)
+    hit = _MEMO.get(key)
+    if hit is not None:  # the retrain-free proxy and the candidate's start: the same rows, computed once
+        with torch.no_grad():
+            _write_rows(model, isolated, hit)
+        return {name: isolated for name in hit}
+    rows = emulate_negative_training(model, retain, isolated, schedule)
+    named = dict(model.named_parameters())
+    _MEMO[key] = {name: named[name][idx.to(named[name].device)].detach().clone() for name in rows}
+    while len(_MEMO) > MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    return rows
+
+
+#: emulated rows by (model after the reset, D_r, items, schedule): in memory only, a few entries
+_MEMO: dict[str, dict[str, Tensor]] = {}
+MEMO_SIZE = 4
+
+
+def _memo_key(model: Recommender, retain: Pairs, items: np.ndarray, schedule: NegativeTraining) -> str:
+    h = hashlib.sha256(weights_sha256(model.state_dict()).encode())
+    h.update(np.ascontiguousarray(retain.keys(model.n_items)).tobytes())
+    h.update(np.ascontiguousarray(items, np.int64).tobytes())
+    h.update(repr(schedule).encode())
+    return h.hexdigest()

@@ -27,8 +27,8 @@ def reinit_proxy(model: Recommender, spec: ForgetSpec, seed: int = 0) -> tuple[R
     ``seed`` leaves them (:meth:`~tru.models.base.Recommender.untrained_row_values`, the exact part of
     tru-method.md §7a); the target items' rows of every item-axis table set to their initial values
     (:meth:`~tru.models.base.Recommender.initial_rows` with ``seed``: MGCN's ID rows and trainable raw
-    feature rows), then retraining's negative-only updates of those rows emulated
-    (:func:`tru.unlearn.emulate.emulate_deleted_items`, where the backbone allows it). A user / ID table
+    feature rows), then retraining's negative-only updates emulated for every item D_f leaves without a
+    retained interaction (:func:`tru.unlearn.emulate.emulate_deleted_items`, where the backbone allows it). A user / ID table
     without a known initial value is re-drawn Xavier-uniform U(−b, b), b = √(6 / (n_rows + d)). Returns
     the copy and the number of parameters set."""
     proxy = copy.deepcopy(model)
@@ -61,6 +61,5 @@ def reinit_proxy(model: Recommender, spec: ForgetSpec, seed: int = 0) -> tuple[R
             with torch.no_grad():
                 p[torch.as_tensor(rows, device=p.device)] = fresh.to(p.device, p.dtype)
             changed += fresh.numel()
-    if len(spec.items):
-        emulate_deleted_items(proxy, spec.retain, np.asarray(spec.items), int(seed))
+    emulate_deleted_items(proxy, spec.retain, np.unique(spec.forget.items), int(seed))
     return proxy, changed
