@@ -28,9 +28,9 @@ def reinit_proxy(model: Recommender, spec: ForgetSpec, seed: int = 0) -> tuple[R
     tru-method.md §7a); the target items' rows of every item-axis table set to their initial values
     (:meth:`~tru.models.base.Recommender.initial_rows` with ``seed``: MGCN's ID rows and trainable raw
     feature rows), then retraining's negative-only updates emulated for every item D_f leaves without a
-    retained interaction (:func:`tru.unlearn.emulate.emulate_deleted_items`, where the backbone allows it). A user / ID table
-    without a known initial value is re-drawn Xavier-uniform U(−b, b), b = √(6 / (n_rows + d)). Returns
-    the copy and the number of parameters set."""
+    retained interaction (:func:`tru.unlearn.emulate.emulate_deleted_items`, where the backbone allows
+    it). A user / ID table without a known initial value is re-drawn Xavier-uniform U(−b, b),
+    b = √(6 / (n_rows + d)). Returns the copy and the number of parameters set."""
     proxy = copy.deepcopy(model)
     proxy.rebuild(spec.retain)
     params = dict(proxy.named_parameters())
