@@ -164,10 +164,12 @@ def test_the_proxy_and_the_start_share_one_emulation(trained, data, spec, monkey
     emulation serves both (it is most of the item regime's cost)."""
     from tru.unlearn import emulate
 
-    emulate._MEMO.clear()
     calls = []
     real = emulate.emulate_negative_training
     monkeypatch.setattr(emulate, "emulate_negative_training", lambda *a: calls.append(1) or real(*a))
     model, cfg = trained
-    run_unlearning("tru", model, data, spec, cfg, unlearn_config(cfg, {"max_steps": 10, "check_every": 10}))
+    ucfg = unlearn_config(cfg, {"max_steps": 10, "check_every": 10})
+    run_unlearning("tru", model, data, spec, cfg, ucfg)
     assert len(calls) == 1
+    run_unlearning("tru", model, data, spec, cfg, ucfg)  # a second run pays its own (its time is honest)
+    assert len(calls) == 2

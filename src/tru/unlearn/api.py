@@ -24,7 +24,7 @@ from tru.models.base import Recommender
 from tru.runfolder import UNLEARN_FILE
 from tru.train.trainer import Trainer, configure_determinism
 from tru.unlearn.config import UnlearnConfig
-from tru.unlearn.emulate import emulate_deleted_items
+from tru.unlearn.emulate import emulate_deleted_items, shared_emulation
 from tru.unlearn.engine import count_changed, run_engine, snapshot
 from tru.unlearn.methods import METHODS
 from tru.unlearn.targets import forget_target
@@ -111,9 +111,10 @@ def run_unlearning(
         no_update = False
     else:
         configure_determinism(original.device, bool(model_config.get("deterministic", True)))
-        target = forget_target(original, dataset, spec, cfg.seed, cfg.item_target)
         model = copy.deepcopy(original)
-        exact = prepare_start(model, spec, cfg)
+        with shared_emulation():  # the proxy and the start share the emulated item rows
+            target = forget_target(original, dataset, spec, cfg.seed, cfg.item_target)
+            exact = prepare_start(model, spec, cfg)
         start = snapshot(model)
         res = run_engine(model, dataset, spec, cfg, mod.options(cfg), target, sensitivity, exact)
         changed = count_changed(before, model)

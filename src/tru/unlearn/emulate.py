@@ -24,6 +24,9 @@ seconds, where retraining takes minutes.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,23 +175,33 @@ def emulate_deleted_items(
                 if name in init:
                     p = named[name]
                     p[idx.to(p.device)] = init[name][idx].to(p.device, p.dtype)
-    key = _memo_key(model, retain, isolated, schedule)
-    hit = _MEMO.get(key)
-    if hit is not None:  # the retrain-free proxy and the candidate's start: the same rows, computed once
+    memo = _SHARED.get()
+    key = _memo_key(model, retain, isolated, schedule) if memo is not None else ""
+    if memo is not None and key in memo:  # the proxy and the start of one run: the same rows, once
         with torch.no_grad():
-            _write_rows(model, isolated, hit)
-        return {name: isolated for name in hit}
+            _write_rows(model, isolated, memo[key])
+        return {name: isolated for name in memo[key]}
     rows = emulate_negative_training(model, retain, isolated, schedule)
-    named = dict(model.named_parameters())
-    _MEMO[key] = {name: named[name][idx.to(named[name].device)].detach().clone() for name in rows}
-    while len(_MEMO) > MEMO_SIZE:
-        _MEMO.pop(next(iter(_MEMO)))
+    if memo is not None:
+        named = dict(model.named_parameters())
+        memo[key] = {name: named[name][idx.to(named[name].device)].detach().clone() for name in rows}
     return rows
 
 
-#: emulated rows by (model after the reset, D_r, items, schedule): in memory only, a few entries
-_MEMO: dict[str, dict[str, Tensor]] = {}
-MEMO_SIZE = 4
+#: inside :func:`shared_emulation`: emulated rows by (model after the reset, D_r, items, schedule)
+_SHARED: ContextVar[dict[str, dict[str, Tensor]] | None] = ContextVar("tru_shared_emulation", default=None)
+
+
+@contextmanager
+def shared_emulation() -> Iterator[None]:
+    """Within the block, an emulation asked for twice on the same model state, D_r, items and schedule (the
+    retrain-free proxy and the candidate's start of one unlearning run) is computed once; the rows live
+    in memory for the block only, so a later run pays its own emulation."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
 
 
 def _memo_key(model: Recommender, retain: Pairs, items: np.ndarray, schedule: NegativeTraining) -> str:
