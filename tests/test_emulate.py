@@ -117,9 +117,9 @@ def test_tru_starts_from_the_proxy_and_keeps_the_emulated_rows(trained, data, sp
     the item regime needs no sink term; the engine leaves the emulated rows alone."""
     model, cfg = trained
     ucfg = unlearn_config(cfg, {"max_steps": 20, "check_every": 10})
-    assert not forget_target(model, data, spec, ucfg.seed, ucfg.item_target).sink
+    assert not forget_target(model, data, spec, ucfg.rows_seed, ucfg.item_target).sink
     out = run_unlearning("tru", model, data, spec, cfg, ucfg)
-    proxy = reinit_proxy(model, spec, ucfg.seed)[0]
+    proxy = reinit_proxy(model, spec, ucfg.rows_seed)[0]
     torch.testing.assert_close(
         out.model.item_id_embedding.weight[spec.items], proxy.item_id_embedding.weight[spec.items]
     )

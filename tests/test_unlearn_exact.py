@@ -83,19 +83,35 @@ def test_two_retrain_seeds_give_different_weights(data) -> None:
 @pytest.mark.parametrize("backbone", ["mgcn", "vbpr"])
 def test_deleted_user_rows_equal_the_retrained_models(data, backbone: str) -> None:
     """After unlearning (any iterative method, here TRU and MMRecUn), a deleted user's ID row equals the
-    retrained model's row exactly; without the exact part it does not."""
+    row of the model retrained with the exact part's seed, exactly: the model's own seed with
+    ``exact_seed: model``, by default a seed derived from it that no training uses (so the row is not the
+    original's initial value, which its items co-adapted with); without the exact part it equals neither."""
     model, cfg = _trained(data, backbone)
     users = np.array([3, 17, 42])
     spec = user_spec(data, users)
     cfg = {**cfg, "epochs": 2}
-    retrained = run_unlearning("retrain", model, data, spec, cfg, _cfg(cfg)).model
-    ref = retrained.state_dict()["user_embedding.weight"][users]
-    for method in ("tru", "mmrecun"):
-        out = run_unlearning(method, model, data, spec, cfg, _cfg(cfg, stop_on_target=False))
-        assert torch.equal(out.model.state_dict()["user_embedding.weight"][users], ref), method
-        assert out.report["exact_rows"] == {"user_embedding.weight": len(users)}
+
+    def retrained_rows(seed: int) -> torch.Tensor:
+        retrained = run_unlearning("retrain", model, data, spec, cfg, _cfg(cfg, seed=seed)).model
+        return retrained.state_dict()["user_embedding.weight"][users]
+
+    independent = _cfg(cfg)
+    assert independent.exact_seed == "independent" and independent.rows_seed != independent.seed
+    refs = {}
+    for exact_seed, ucfg in (("model", _cfg(cfg, exact_seed="model")), ("independent", independent)):
+        refs[exact_seed] = ref = retrained_rows(ucfg.rows_seed)
+        for method in ("tru", "mmrecun"):
+            over = {"exact_seed": exact_seed, "stop_on_target": False}
+            out = run_unlearning(method, model, data, spec, cfg, _cfg(cfg, **over))
+            rows = out.model.state_dict()["user_embedding.weight"][users]
+            assert torch.equal(rows, ref), (method, exact_seed)
+            assert out.report["exact_rows"] == {"user_embedding.weight": len(users)}
+    # the independent rows are not the original's initial values
+    init = model.initial_rows(independent.seed)["user_embedding.weight"][users]
+    assert torch.equal(refs["model"], init) and not torch.equal(refs["independent"], init)
     off = run_unlearning("mmrecun", model, data, spec, cfg, _cfg(cfg, exact=False, stop_on_target=False))
-    assert not torch.equal(off.model.state_dict()["user_embedding.weight"][users], ref)
+    off_rows = off.model.state_dict()["user_embedding.weight"][users]
+    assert not any(torch.equal(off_rows, r) for r in refs.values())
     assert off.report["exact_rows"] == {}
 
 

@@ -49,7 +49,7 @@ class UnlearnOutcome:
 def prepare_start(model: Recommender, spec: ForgetSpec, cfg: UnlearnConfig) -> dict[str, np.ndarray]:
     """The starting point of every iterative method, in place: the graphs rebuilt from D_r and, with
     ``exact`` (tru-method.md §7a), the rows that retraining never trains set to what retraining with
-    ``cfg.seed`` leaves them (:meth:`~tru.models.base.Recommender.reset_untrained_rows`), and the rows of
+    ``cfg.rows_seed`` leaves them (:meth:`~tru.models.base.Recommender.reset_untrained_rows`), and the rows of
     the items D_f leaves without a retained interaction set to what retraining's negative-only updates
     make of them
     (:func:`tru.unlearn.emulate.emulate_deleted_items`, where the backbone allows it). Returns parameter
@@ -57,10 +57,10 @@ def prepare_start(model: Recommender, spec: ForgetSpec, cfg: UnlearnConfig) -> d
     model.rebuild(spec.retain)
     if not cfg.exact:
         return {}
-    rows = model.reset_untrained_rows(spec.retain, cfg.seed)
+    rows = model.reset_untrained_rows(spec.retain, cfg.rows_seed)
     # every item D_f leaves without a retained interaction: the target items, and in the user and
     # interaction regimes the items only deleted pairs held
-    rows |= emulate_deleted_items(model, spec.retain, np.unique(spec.forget.items), cfg.seed)
+    rows |= emulate_deleted_items(model, spec.retain, np.unique(spec.forget.items), cfg.rows_seed)
     return rows
 
 
@@ -113,7 +113,7 @@ def run_unlearning(
         configure_determinism(original.device, bool(model_config.get("deterministic", True)))
         model = copy.deepcopy(original)
         with shared_emulation():  # the proxy and the start share the emulated item rows
-            target = forget_target(original, dataset, spec, cfg.seed, cfg.item_target)
+            target = forget_target(original, dataset, spec, cfg.rows_seed, cfg.item_target)
             exact = prepare_start(model, spec, cfg)
         start = snapshot(model)
         res = run_engine(model, dataset, spec, cfg, mod.options(cfg), target, sensitivity, exact)

@@ -25,11 +25,14 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+import numpy as np
 import yaml
 
 from tru.config import ConfigError
 
 PER_BACKBONE = "per_backbone"
+#: the exact part's independent seed: SeedSequence([seed, EXACT_SEED_STREAM])
+EXACT_SEED_STREAM = 7
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class UnlearnConfig(Mapping[str, Any]):
     flush_denormal: bool
     # the exact part (tru-method.md §7a)
     exact: bool
+    exact_seed: Literal["independent", "model"]
     # item regime: what retrain does to the target items for every user
     item_sink: bool
     item_sink_weight: float
@@ -105,6 +109,16 @@ class UnlearnConfig(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def rows_seed(self) -> int:
+        """The seed of the rows the exact part sets: ``seed`` itself with ``exact_seed: model``; with
+        ``independent`` a seed derived from it, SeedSequence([seed, 7]) → [0, 2³¹), that no training uses
+        (a deleted user's row back at the original's own initial value leaks through the items, which
+        co-adapted with it: ``benchmarks/results/issue9.md``)."""
+        if self.exact_seed == "model":
+            return self.seed
+        return int(np.random.SeedSequence([self.seed, EXACT_SEED_STREAM]).generate_state(1)[0] >> 1)
 
     def replace(self, **changes: Any) -> UnlearnConfig:
         """A copy with ``changes`` applied (checked like any override)."""
