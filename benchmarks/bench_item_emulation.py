@@ -79,12 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         rebuilt.rebuild(spec.retain)
         models["rebuilt"] = (pct(rebuilt), float("nan"))
         reset = copy.deepcopy(rebuilt)
-        init = reset.initial_rows(seed)
-        items = torch.as_tensor(np.asarray(spec.items))
-        with torch.no_grad():
-            for name, p in reset.named_parameters():
-                if name in init and any(name in u.params and u.axis == "item" for u in reset.layer_units()):
-                    p[items] = init[name][items].to(p.dtype)
+        reset.reset_item_rows(np.asarray(spec.items), seed)
         models["reset"] = (pct(reset), float("nan"))
         emulated = copy.deepcopy(rebuilt)
         seed_used = unlearn_config(original.run.config, {"seed": seed}).seed

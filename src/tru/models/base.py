@@ -233,6 +233,28 @@ class Recommender(nn.Module, ABC):
         counts = np.bincount(np.asarray(retain.items, np.int64), minlength=self.n_items)
         return items[counts[items] == 0]
 
+    def reset_item_rows(self, items: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+        """Set the rows of ``items`` of every item-axis table :meth:`initial_rows` knows to their initial
+        values with ``seed`` (where retraining starts an item it trains only as a negative). Returns
+        parameter name -> the rows set."""
+        items = np.asarray(items, np.int64)
+        if len(items) == 0:
+            return {}
+        init = self.initial_rows(seed)
+        named = dict(self.named_parameters())
+        idx = torch.as_tensor(items)
+        out = {}
+        with torch.no_grad():
+            for unit in self.layer_units():
+                if unit.kind != "table" or unit.axis != "item":
+                    continue
+                for name in unit.params:
+                    if name in init:
+                        p = named[name]
+                        p[idx.to(p.device)] = init[name][idx].to(p.device, p.dtype)
+                        out[name] = items
+        return out
+
     def isolated_items(self, items: Tensor) -> IsolatedItems | None:
         """``items`` (none of which has a retained interaction, graphs rebuilt without them) as a function
         of their own rows (:class:`IsolatedItems`); None when the backbone does not provide one (their

@@ -87,6 +87,35 @@ class TrainResult:
         }
 
 
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """The trainer's optimisation settings read from a model config (one place for them: the trainer and
+    the emulation of its updates, :mod:`tru.unlearn.emulate`): Adam(lr, weight_decay) over batches of
+    ``batch_size``, the learning rate at epoch e being λ(e) = lr · f^(e / s) with
+    ``learning_rate_scheduler: [f, s]`` (none: constant)."""
+
+    learning_rate: float
+    weight_decay: float
+    decay_factor: float
+    decay_step: float
+    batch_size: int
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> TrainingRecipe:
+        factor, step = config.get("learning_rate_scheduler") or [1.0, 1]
+        return cls(
+            learning_rate=float(config.get("learning_rate", 1e-3)),
+            weight_decay=float(config.get("weight_decay", 0.0)),
+            decay_factor=float(factor),
+            decay_step=float(step),
+            batch_size=int(config.get("train_batch_size", 2048)),
+        )
+
+    def decay(self, epoch: int) -> float:
+        """f^(e / s): the factor on the learning rate at ``epoch`` (0-based)."""
+        return self.decay_factor ** (epoch / self.decay_step)
+
+
 class Trainer:
     """Trains a backbone on ``dataset.train`` (or on an explicit ``train`` set such as D_r)."""
 
@@ -109,17 +138,11 @@ class Trainer:
         self.seed = int(config.get("seed", 999))
         self.rng = np.random.default_rng(self.seed)
         self.sampler = NegativeSampler(self.train_pairs, dataset.n_users, dataset.n_items)
-        self.batch_size = int(config.get("train_batch_size", 2048))
+        recipe = TrainingRecipe.of(config)
+        self.batch_size = recipe.batch_size
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(
-            params,
-            lr=float(config.get("learning_rate", 1e-3)),
-            weight_decay=float(config.get("weight_decay", 0.0)),
-        )
-        factor, step = config.get("learning_rate_scheduler") or [1.0, 1]
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda e: float(factor) ** (e / float(step))
-        )
+        self.optimizer = torch.optim.Adam(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, recipe.decay)
         self.ks = [int(k) for k in config.get("topk", [5, 10, 20, 50])]
         self.valid_metric = str(config.get("valid_metric", "recall@20")).lower()
         self.steps = 0

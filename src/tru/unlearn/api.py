@@ -49,11 +49,10 @@ class UnlearnOutcome:
 def prepare_start(model: Recommender, spec: ForgetSpec, cfg: UnlearnConfig) -> dict[str, np.ndarray]:
     """The starting point of every iterative method, in place: the graphs rebuilt from D_r and, with
     ``exact`` (tru-method.md §7a), the rows that retraining never trains set to what retraining with
-    ``cfg.rows_seed`` leaves them (:meth:`~tru.models.base.Recommender.reset_untrained_rows`), and the rows of
-    the items D_f leaves without a retained interaction set to what retraining's negative-only updates
-    make of them
-    (:func:`tru.unlearn.emulate.emulate_deleted_items`, where the backbone allows it). Returns parameter
-    name -> the rows set (the engine keeps them frozen)."""
+    ``cfg.rows_seed`` leaves them (:meth:`~tru.models.base.Recommender.reset_untrained_rows`), and the
+    rows of the items D_f leaves without a retained interaction set to what retraining's negative-only
+    updates make of them (:func:`tru.unlearn.emulate.emulate_deleted_items`, where the backbone allows it).
+    Returns parameter name -> the rows set (the engine keeps them frozen)."""
     model.rebuild(spec.retain)
     if not cfg.exact:
         return {}

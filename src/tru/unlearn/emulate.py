@@ -9,7 +9,8 @@ that draw it as a negative:
 
 with s_uj = f_u · e_j(θ_D), and Adam steps every batch (also on an all-zero gradient, as the trainer's).
 The emulation replays exactly that loop for the deleted items' rows alone — the retrained model's
-schedule: the trainer's learning rate, its decay λ(e) = lr · f^(e / s), batch size, and the number of
+schedule: the trainer's recipe (:class:`~tru.train.trainer.TrainingRecipe`: Adam's learning rate and
+weight decay, the decay λ(e) = lr · f^(e / s), batch size) and the number of
 epochs behind the original's weights (:attr:`~tru.models.base.Recommender.trained_epochs`: retraining
 on a 5 % smaller set stops at about the same epoch) — against the rest of the model frozen at the
 starting point (f_u, s_up from the rebuilt model). The backbone supplies the items' final embeddings as a
@@ -38,6 +39,7 @@ from tru.checkpoint import weights_sha256
 from tru.data.dataset import Pairs
 from tru.models.base import Recommender
 from tru.train.sampler import NegativeSampler
+from tru.train.trainer import TrainingRecipe
 
 #: the emulation's random stream: default_rng([seed, EMULATION_STREAM])
 EMULATION_STREAM = 7
@@ -45,13 +47,11 @@ EMULATION_STREAM = 7
 
 @dataclass(frozen=True)
 class NegativeTraining:
-    """The schedule retraining trains a deleted item's rows with (from the model's own training config)."""
+    """The schedule retraining trains a deleted item's rows with: the trainer's recipe from the model's
+    own config, for ``epochs`` epochs, drawing with ``seed``."""
 
+    recipe: TrainingRecipe
     epochs: int
-    learning_rate: float
-    decay_factor: float
-    decay_step: float
-    batch_size: int
     seed: int
 
     @classmethod
@@ -60,16 +60,7 @@ class NegativeTraining:
         number of epochs is unknown (a checkpoint without a training record)."""
         if not model.trained_epochs:
             return None
-        cfg = model.config
-        factor, step = cfg.get("learning_rate_scheduler") or (1.0, 1.0)
-        return cls(
-            epochs=int(model.trained_epochs),
-            learning_rate=float(cfg.get("learning_rate", 1e-3)),
-            decay_factor=float(factor),
-            decay_step=float(step),
-            batch_size=int(cfg.get("train_batch_size", 2048)),
-            seed=int(seed),
-        )
+        return cls(TrainingRecipe.of(model.config), int(model.trained_epochs), int(seed))
 
 
 def emulate_negative_training(
@@ -102,16 +93,19 @@ def emulate_negative_training(
         slot = torch.full((model.n_items,), -1, dtype=torch.long, device=dev)
         slot[torch.as_tensor(items, device=dev)] = torch.arange(len(items), device=dev)
         params = list(iso.rows.values())
-        opt = torch.optim.Adam(params, lr=schedule.learning_rate)
+        for p in params:  # Adam steps every row every batch, on an all-zero gradient too (as the trainer's)
+            p.grad = torch.zeros_like(p)
+        recipe = schedule.recipe
+        opt = torch.optim.Adam(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
         # the trainer's draws (a shuffle of D_r, one uniform negative per pair that is never a positive of
         # its user), from a stream of their own: not any particular retrain's batches
         rng = np.random.default_rng([schedule.seed, EMULATION_STREAM])
         sampler = NegativeSampler(retain, model.n_users, model.n_items)
         users_np = np.asarray(retain.users, np.int64)
-        n, b = len(ru), schedule.batch_size
+        n, b = len(ru), recipe.batch_size
         for epoch in range(schedule.epochs):
             for group in opt.param_groups:
-                group["lr"] = schedule.learning_rate * schedule.decay_factor ** (epoch / schedule.decay_step)
+                group["lr"] = recipe.learning_rate * recipe.decay(epoch)
             perm = rng.permutation(n)
             order = torch.from_numpy(perm).to(dev)
             negatives = torch.from_numpy(sampler.sample(users_np[perm], rng)).to(dev)
@@ -120,9 +114,6 @@ def emulate_negative_training(
                 neg = negatives[a : a + b]
                 hit = is_target[neg]
                 opt.zero_grad(set_to_none=False)
-                for p in params:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
                 if bool(hit.any()):
                     rows = batch[hit]
                     e = iso.final()[slot[neg[hit]]]
@@ -156,25 +147,15 @@ def emulate_deleted_items(
     model: Recommender, retain: Pairs, items: np.ndarray, seed: int
 ) -> dict[str, np.ndarray]:
     """The exact part for deleted items (graphs already rebuilt on ``retain``): the items of ``items``
-    without a retained interaction get their seeded initial rows (every item-axis table
-    :meth:`~tru.models.base.Recommender.initial_rows` knows), then retraining's negative-only updates
+    without a retained interaction get their seeded initial rows
+    (:meth:`~tru.models.base.Recommender.reset_item_rows`), then retraining's negative-only updates
     (:func:`emulate_negative_training`). Returns parameter name -> the rows set; {} (nothing changed)
     when the model cannot be emulated (:func:`can_emulate`)."""
     schedule = NegativeTraining.of(model, seed)
     isolated = model.untrained_items(retain, items)
     if schedule is None or not can_emulate(model) or len(isolated) == 0:
         return {}
-    init = model.initial_rows(seed)
-    named = dict(model.named_parameters())
-    idx = torch.as_tensor(isolated, dtype=torch.long)
-    with torch.no_grad():
-        for unit in model.layer_units():
-            if unit.kind != "table" or unit.axis != "item":
-                continue
-            for name in unit.params:
-                if name in init:
-                    p = named[name]
-                    p[idx.to(p.device)] = init[name][idx].to(p.device, p.dtype)
+    model.reset_item_rows(isolated, seed)
     memo = _SHARED.get()
     key = _memo_key(model, retain, isolated, schedule) if memo is not None else ""
     if memo is not None and key in memo:  # the proxy and the start of one run: the same rows, once
@@ -184,7 +165,8 @@ def emulate_deleted_items(
     rows = emulate_negative_training(model, retain, isolated, schedule)
     if memo is not None:
         named = dict(model.named_parameters())
-        memo[key] = {name: named[name][idx.to(named[name].device)].detach().clone() for name in rows}
+        idx = torch.as_tensor(isolated, device=model.device)
+        memo[key] = {name: named[name][idx].detach().clone() for name in rows}
     return rows
 
 
