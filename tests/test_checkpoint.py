@@ -145,3 +145,22 @@ def test_forgotten_records_cover_subsets_and_survive_erasure() -> None:
     assert not child.covers(Forgotten.of([DeletionRequest("c", "user", 4, None, "2026-11-01", "t")], 0))
     assert child.restricted(["a", "z"]) is None
     assert Forgotten.from_dict(child.to_dict()) == child
+
+
+@pytest.mark.parametrize("forged", [0, -3, 10**9, 2.5, "50", True])
+def test_a_forged_trained_epochs_is_refused_before_any_emulation(
+    tiny_world: TinyWorld, tmp_path: Path, forged: object
+) -> None:
+    """The emulation of retraining's negative-only updates runs ``trained_epochs`` epochs: a hand-edited
+    value (zero, negative, beyond the config's epoch cap, not a whole number) is refused, naming the file
+    and the field; the genuine value loads."""
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_world.original, folder)
+    data = load_dataset(tiny_world.data, validate=False)
+    genuine = load_run(folder, data).model.trained_epochs
+    assert genuine is not None and genuine >= 1
+    payload = torch.load(folder / "model.pt", weights_only=True)
+    payload["trained_epochs"] = forged
+    torch.save(payload, folder / "model.pt")
+    with pytest.raises(CheckpointError, match=r"model\.pt: 'trained_epochs' must be a whole number"):
+        load_run(folder, data)

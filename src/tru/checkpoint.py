@@ -354,7 +354,7 @@ def load_run(
         model.to(device)
     meta_path = Path(run_dir) / RUN_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    model.trained_epochs = _trained_epochs(payload, meta)
+    model.trained_epochs = _trained_epochs(payload, meta, payload["config"], path)
     return LoadedRun(
         model,
         config,
@@ -366,13 +366,29 @@ def load_run(
     )
 
 
-def _trained_epochs(payload: dict[str, Any], meta: dict[str, Any]) -> int | None:
+def _trained_epochs(
+    payload: dict[str, Any], meta: dict[str, Any], config: dict[str, Any], path: Path
+) -> int | None:
     """The epochs of training behind a checkpoint's weights: recorded since the emulation of retraining's
-    negative-only updates needs them; before that, the best epoch of the run's training record."""
-    if payload.get("trained_epochs") is not None:
-        return int(payload["trained_epochs"])
-    best = (meta.get("training") or {}).get("best_epoch")
-    return int(best) + 1 if isinstance(best, int) and best >= 0 else None
+    negative-only updates needs them; before that, the best epoch of the run's training record. A
+    recorded value must be a whole number in [1, the config's epoch cap]: the emulation runs that many
+    epochs, so a forged one is refused, not run."""
+    value = payload.get("trained_epochs")
+    if value is None:
+        best = (meta.get("training") or {}).get("best_epoch")
+        return int(best) + 1 if isinstance(best, int) and not isinstance(best, bool) and best >= 0 else None
+    cap = config.get("epochs")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < 1
+        or (isinstance(cap, int) and value > cap)
+    ):
+        raise CheckpointError(
+            f"{path}: 'trained_epochs' must be a whole number from 1 to the config's epoch cap "
+            f"({cap if cap is not None else 'none'}), got {value!r}"
+        )
+    return value
 
 
 def verify_weights(run_dir: Path | str) -> str:
