@@ -68,6 +68,7 @@ class UnlearnConfig(Mapping[str, Any]):
     min_retain_ratio: float
     # ranking fusion gate (§4)
     rfg: bool
+    rfg_target: Literal["coupled", "top_k"]
     rfg_floor: bool
     gate_refresh: int
     gate_k: int

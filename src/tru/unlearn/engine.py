@@ -60,8 +60,10 @@ from tru.train.sampler import NegativeSampler
 from tru.train.trainer import flushed_denormals
 from tru.unlearn.bms import BranchScaler
 from tru.unlearn.config import UnlearnConfig
+from tru.unlearn.coupling import CoupledTargets, split_batch
 from tru.unlearn.isolation import build_masks, probe, selection_from_report, sensitivity_report
 from tru.unlearn.losses import FORGET_LOSSES, PairStream, pair_scores
+from tru.unlearn.proxy import entity_mask
 from tru.unlearn.rfg import RankingFusionGate
 from tru.unlearn.targets import ForgetTarget
 
@@ -76,6 +78,9 @@ class EngineOptions:
     lambda_f: float = 1.0
     lambda_r: float = 1.0
     rfg: bool = False
+    #: interaction pairs pushed to their coupled target ranks (:mod:`tru.unlearn.coupling`) instead of
+    #: the gated / pairwise term
+    coupled: bool = False
     bms: bool = False
     cli: bool = False
     item_sink: bool = False
@@ -193,9 +198,16 @@ class Checker:
       ``rank_plateau`` × its fastest so far (relative, so that it does not depend on the learning rate)."""
 
     def __init__(
-        self, dataset: RecDataset, spec: ForgetSpec, cfg: UnlearnConfig, target: ForgetTarget | None
+        self,
+        dataset: RecDataset,
+        spec: ForgetSpec,
+        cfg: UnlearnConfig,
+        target: ForgetTarget | None,
+        coupled: bool = False,
     ) -> None:
         self.spec, self.cfg, self.target = spec, cfg, target
+        self.coupled = coupled
+        self._previous_w1 = math.inf
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         rng = np.random.default_rng([cfg.seed, 5])
         self.valid = _user_sample(spec.valid, cfg.check_users, rng)
@@ -242,7 +254,13 @@ class Checker:
         if not (self.has_ref or self.has_sink):
             return False
         ok = True
-        if self.has_ref:
+        if self.has_ref and self.coupled:
+            # coupled targets: every pair has its own target rank, W₁ falls until they are met; stop once
+            # the set is level with the reference or W₁ has passed its minimum (the best state is kept)
+            w1, previous = row["rank_w1"], self._previous_w1
+            self._previous_w1 = w1
+            ok &= bool(row["rank_shift"] <= 0 or w1 > previous)
+        elif self.has_ref:
             ok &= bool(row["rank_w1"] <= self.cfg.rank_tolerance or row["rank_shift"] <= 0)
         if self.has_sink:
             move = row.get("sink_move", math.inf)
@@ -335,7 +353,18 @@ def _run_engine(
     report = None
     batches_per_epoch = max(1, -(-len(spec.retain) // rstream.batch_size))
     reprobe_steps = max(cfg.reprobe_epochs * batches_per_epoch, cfg.reprobe_min_steps)
-    check = Checker(dataset, spec, cfg, target)
+    check = Checker(dataset, spec, cfg, target, coupled=opts.coupled)
+    coupled = None
+    interaction = ~entity_mask(spec)
+    if opts.coupled and target is not None and len(target.interaction_percentiles) and interaction.any():
+        coupled = CoupledTargets.build(
+            model,
+            spec.forget.subset(interaction),
+            spec.retain,
+            target.interaction_percentiles,
+            n_users,
+            n_items,
+        )
     history: list[dict[str, Any]] = []
     alpha_history: list[dict[str, Any]] = []
 
@@ -368,7 +397,10 @@ def _run_engine(
         if opts.lambda_f > 0 and fstream is not None:
             bf = fstream.next()
             pos, neg = pair_scores(u_all, i_all, bf)
-            l_f = gate.loss(bf, pos, neg, u_all, i_all) if gate is not None else loss_fn(pos, neg)
+            if coupled is None:
+                l_f = gate.loss(bf, pos, neg, u_all, i_all) if gate is not None else loss_fn(pos, neg)
+            else:
+                l_f = _coupled_loss(coupled, bf, pos, neg, u_all, i_all, gate, loss_fn)
         if opts.lambda_f > 0 and sink is not None:
             l_f = l_f + cfg.item_sink_weight * item_sink_loss(u_all, i_all, sink.next())
         l_r = model.loss_from_state(state, br)
@@ -450,6 +482,35 @@ def _run_engine(
         no_update,
         check.seconds,
     )
+
+
+def _coupled_loss(
+    coupled: CoupledTargets,
+    bf: Any,
+    pos: Tensor,
+    neg: Tensor,
+    u_all: Tensor,
+    i_all: Tensor,
+    gate: RankingFusionGate | None,
+    loss_fn: Any,
+) -> Tensor:
+    """The forget term of a batch with coupled targets: L_target on its coupled pairs, the gated (or
+    pairwise) term on the rest (deleted users' and items' pairs of a mixed manifest), each weighted by
+    its share of the batch."""
+    hit, target_pct = coupled.lookup(bf.users.cpu().numpy(), bf.pos.cpu().numpy())
+    n = len(hit)
+    loss = torch.zeros((), device=pos.device)
+    if hit.any():
+        sub = split_batch(bf, hit)
+        loss = loss + hit.sum() / n * coupled.loss(sub.users, sub.pos, target_pct[hit], u_all, i_all)
+    if (~hit).any():
+        rest = ~hit
+        sub = split_batch(bf, rest)
+        idx = torch.as_tensor(np.flatnonzero(rest), device=pos.device)
+        p, q = pos[idx], neg[idx]
+        term = gate.loss(sub, p, q, u_all, i_all) if gate is not None else loss_fn(p, q)
+        loss = loss + rest.sum() / n * term
+    return loss
 
 
 def _zero_rows(named: dict[str, Tensor], frozen: dict[str, Tensor]) -> None:

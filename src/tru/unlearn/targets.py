@@ -48,6 +48,9 @@ class ForgetTarget:
     detail: dict[str, float] = field(default_factory=dict)
     #: target items' pairs have no percentile reference: their target is the convergence of the sink
     sink: bool = False
+    #: the reference percentiles of the interaction pairs alone (the original's test pairs of their
+    #: users), what :class:`tru.unlearn.coupling.CoupledTargets` couples them onto
+    interaction_percentiles: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def summary(self) -> dict[str, float]:
         p = self.percentiles
@@ -88,6 +91,7 @@ def forget_target(
     detail: dict[str, float] = {"n_interaction_pairs": int((~ent).sum()), "n_entity_pairs": int(ent.sum())}
     hr_parts: list[tuple[float, int]] = []
     pct_parts: list[np.ndarray] = []
+    interaction_pct = np.zeros(0)
     if (~ent).any():
         hits, pct = interaction_reference(original, dataset, spec, np.unique(spec.forget.users[~ent]))
         detail["test_pairs_hr@20"] = float(hits.mean()) if len(hits) else math.nan
@@ -95,6 +99,7 @@ def forget_target(
         if len(hits):
             hr_parts.append((float(hits.mean()), int((~ent).sum())))
             pct_parts.append(pct)
+            interaction_pct = pct
     if ent.any():
         proxy, n_reinit = reinit_proxy(original, spec, seed)
         targets: Pairs = spec.forget.subset(ent)
@@ -114,7 +119,7 @@ def forget_target(
     total = sum(n for _, n in hr_parts)
     hr = sum(v * n for v, n in hr_parts) / total if total else 0.0
     pct = np.concatenate(pct_parts) if pct_parts else np.zeros(0)
-    return ForgetTarget(float(hr), pct, detail, sink)
+    return ForgetTarget(float(hr), pct, detail, sink, interaction_pct)
 
 
 def has_item_rows(model: Recommender) -> bool:

@@ -19,6 +19,7 @@ def options(cfg: UnlearnConfig) -> EngineOptions:
         cfg.lambda_f,
         cfg.lambda_r,
         rfg=cfg.rfg,
+        coupled=cfg.rfg and cfg.rfg_target == "coupled",
         bms=cfg.bms,
         cli=cfg.cli,
         item_sink=cfg.item_sink,
