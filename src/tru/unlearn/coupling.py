@@ -60,6 +60,13 @@ class CoupledTargets:
     target_pct: np.ndarray
     seen: Tensor  # (n_users, n_items) bool: u's D_r ∪ D_f items, masked from u's candidates
     n_items: int
+    #: the pairs' percentiles at the start (key order): what the coupling orders by
+    start_pct: np.ndarray | None = None
+
+    def retarget(self, reference: np.ndarray) -> None:
+        """Couple the start percentiles onto a new reference (the current model's held-out pairs)."""
+        if self.start_pct is not None and len(reference):
+            self.target_pct = monotone_coupling(self.start_pct, reference)
 
     @classmethod
     def build(
@@ -84,7 +91,7 @@ class CoupledTargets:
         seen[
             torch.as_tensor(both.users, device=model.device), torch.as_tensor(both.items, device=model.device)
         ] = True
-        return cls(keys[order], target[order], seen, n_items)
+        return cls(keys[order], target[order], seen, n_items, start[order])
 
     def lookup(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(coupled, target percentile) per pair; the percentile is 0 where not coupled."""

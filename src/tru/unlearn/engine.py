@@ -53,7 +53,7 @@ from torch.nn.functional import softplus
 
 from tru.data.dataset import Pairs, RecDataset
 from tru.eval.evaluator import evaluate_pairs
-from tru.eval.rank import rank_counts, rank_distance, wasserstein1
+from tru.eval.rank import rank_counts, rank_distance, rank_percentiles, wasserstein1
 from tru.forget.spec import ForgetSpec
 from tru.models.base import Recommender
 from tru.train.sampler import NegativeSampler
@@ -208,10 +208,21 @@ class Checker:
         self.spec, self.cfg, self.target = spec, cfg, target
         self.coupled = coupled
         self._previous_w1 = math.inf
+        self.dataset = dataset
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         rng = np.random.default_rng([cfg.seed, 5])
         self.valid = _user_sample(spec.valid, cfg.check_users, rng)
         self.forget = _user_sample(spec.forget, cfg.check_users, rng)
+        # coupled targets: the interaction pairs' reference is re-read from the current model at every
+        # check (its test pairs of the sampled users, history the train set), so that D_f ends level with
+        # what the *updated* model does with pairs it never trained on (the audit's comparison)
+        self.current_reference: np.ndarray | None = None
+        self._reference_pairs: Pairs | None = None
+        self._entity_reference = np.zeros(0)
+        if coupled and target is not None and len(target.interaction_percentiles):
+            users = np.unique(self.forget.users[~entity_mask(spec, self.forget)])
+            self._reference_pairs = dataset.test.subset(np.isin(dataset.test.users, users))
+            self._entity_reference = target.percentiles[len(target.interaction_percentiles) :]
         sink = target is not None and target.sink
         self.sink = np.isin(self.forget.items, np.asarray(spec.items, np.int64)) & sink
         self.has_ref = target is not None and len(target.percentiles) > 0 and bool((~self.sink).any())
@@ -229,12 +240,18 @@ class Checker:
                     model, self.n_users, self.n_items, self.valid, self.spec.retain, [K]
                 )["recall@20"]
             above, cand = rank_counts(model, self.forget, self.spec.retain, self.n_users, self.n_items)
+            reference = self.target.percentiles if self.target is not None else np.zeros(0)
+            if self._reference_pairs is not None and len(self._reference_pairs):
+                self.current_reference = rank_percentiles(
+                    model, self._reference_pairs, self.dataset.train, self.n_users, self.n_items
+                )
+                reference = np.concatenate([self.current_reference, self._entity_reference])
+                row["reference_pct_mean"] = float(self.current_reference.mean())
         row["forget_hr@20"] = float((above < K).mean()) if len(above) else math.nan
         pct = above / np.maximum(cand, 1)
         if self.has_ref:
-            assert self.target is not None
             sel = ~self.sink if self.has_sink else slice(None)
-            row.update(rank_distance(pct[sel], self.target.percentiles).as_dict())
+            row.update(rank_distance(pct[sel], reference).as_dict())
         if self.has_sink:
             now = pct[self.sink]
             row["sink_pct_mean"] = float(now.mean())
@@ -446,6 +463,8 @@ def _run_engine(
                 gate.refresh(model)
         if row is None:
             continue
+        if coupled is not None and check.current_reference is not None and len(check.current_reference):
+            coupled.retarget(check.current_reference)
         row["loss_f"], row["loss_r"] = float(l_f.detach()), float(l_r.detach())
         if gate is not None:
             row["mean_gate"] = gate.mean_gate

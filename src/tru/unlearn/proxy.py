@@ -11,14 +11,17 @@ import math
 import numpy as np
 import torch
 
+from tru.data.dataset import Pairs
 from tru.forget.spec import ForgetSpec
 from tru.models.base import ID_BRANCH, Recommender
 from tru.unlearn.emulate import emulate_deleted_items
 
 
-def entity_mask(spec: ForgetSpec) -> np.ndarray:
-    """Which D_f pairs belong to a deleted user or a target item (the rest are interaction requests)."""
-    return np.isin(spec.forget.users, spec.users) | np.isin(spec.forget.items, spec.items)
+def entity_mask(spec: ForgetSpec, pairs: Pairs | None = None) -> np.ndarray:
+    """Which D_f pairs (or which of ``pairs``) belong to a deleted user or a target item (the rest are
+    interaction requests)."""
+    pairs = spec.forget if pairs is None else pairs
+    return np.isin(pairs.users, spec.users) | np.isin(pairs.items, spec.items)
 
 
 def reinit_proxy(model: Recommender, spec: ForgetSpec, seed: int = 0) -> tuple[Recommender, int]:

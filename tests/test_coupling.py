@@ -1,0 +1,133 @@
+"""Coupled rank targets (tru.unlearn.coupling): the monotone coupling, the per-pair target item j*, and TRU
+in the interaction regime moving the deleted pairs onto the retrain-free reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tru.config import load_config
+from tru.data.dataset import Pairs
+from tru.eval.rank import rank_percentiles, wasserstein1
+from tru.models import build_backbone
+from tru.train.trainer import Trainer
+from tru.unlearn.api import run_unlearning, unlearn_config
+from tru.unlearn.coupling import CoupledTargets, monotone_coupling
+from tru.unlearn.targets import forget_target
+
+from .test_unlearn import interaction_spec
+
+
+def test_monotone_coupling_keeps_the_order_and_lands_on_the_reference() -> None:
+    rng = np.random.default_rng(0)
+    start = rng.uniform(0.0, 0.3, 400)
+    reference = rng.beta(2, 5, 1000)
+    t = monotone_coupling(start, reference)
+    # order kept: the pair ranked highest at the start has the highest target
+    assert np.all(np.diff(t[np.argsort(start)]) >= 0)
+    # the targets are the reference's quantiles: W1 to it far below the start's
+    assert wasserstein1(t, reference) < 0.01 < wasserstein1(start, reference)
+    assert t.min() >= reference.min() and t.max() <= reference.max()
+    # a small exact case: three pairs onto {0.1, 0.5, 0.9}: the k-th smallest start gets R's quantile at
+    # (k + ½)/3, linearly interpolated (numpy's default): 0.1 + 0.4·(1/3), 0.5, 0.5 + 0.4·(2/3)
+    got = monotone_coupling(np.array([0.3, 0.1, 0.2]), np.array([0.9, 0.1, 0.5]))
+    np.testing.assert_allclose(got, [0.5 + 0.4 * 2 / 3, 0.1 + 0.4 / 3, 0.5])
+    with pytest.raises(ValueError, match="non-empty reference"):
+        monotone_coupling(start, np.zeros(0))
+    assert len(monotone_coupling(np.zeros(0), reference)) == 0
+
+
+def _targets(seen_pairs: list[tuple[int, int]], n_users: int, n_items: int, coupled, pct) -> CoupledTargets:
+    seen = torch.zeros(n_users, n_items, dtype=torch.bool)
+    for u, i in seen_pairs:
+        seen[u, i] = True
+    keys = np.array([u * n_items + i for u, i in coupled], np.int64)
+    order = np.argsort(keys)
+    return CoupledTargets(keys[order], np.asarray(pct, float)[order], seen, n_items)
+
+
+def test_the_loss_pushes_a_pair_above_its_target_against_the_item_at_the_target_rank() -> None:
+    n_items = 6
+    # one user; item scores = item embedding's first coordinate (user embedding (1, 0))
+    u_all = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    i_all = torch.tensor([[6.0, 0], [5.0, 0], [4.0, 0], [3.0, 0], [2.0, 0], [1.0, 0]], requires_grad=True)
+    # item 0 is the deleted pair, item 5 in D_r: candidates {1, 2, 3, 4} (4 items), ranked 1 > 2 > 3 > 4
+    ct = _targets([(0, 0), (0, 5)], 1, n_items, [(0, 0)], [0.5])
+    hit, pct = ct.lookup(np.array([0, 0]), np.array([0, 3]))
+    assert hit.tolist() == [True, False] and pct[0] == 0.5
+    loss = ct.loss(torch.tensor([0]), torch.tensor([0]), pct[:1], u_all, i_all)
+    # target rank ⌊0.5 · 4⌋ = 2: j* = item 3 (score 3); the loss is s_u0 − s_u3 = 6 − 3
+    assert float(loss) == pytest.approx(3.0)
+    loss.backward()
+    # the gradient moves the pair's item down and j* up (not u's scale alone)
+    assert i_all.grad[0, 0] > 0 and i_all.grad[3, 0] < 0
+    assert torch.all(i_all.grad[[1, 2, 4, 5]] == 0)
+    # a pair already at or below its target contributes nothing
+    low = _targets([(0, 0), (0, 5)], 1, n_items, [(0, 0)], [0.0])
+    i_low = i_all.detach().clone()
+    i_low[0, 0] = 0.5  # below every candidate
+    assert float(low.loss(torch.tensor([0]), torch.tensor([0]), np.array([0.0]), u_all, i_low)) == 0.0
+
+
+@pytest.fixture(scope="module")
+def trained_interaction(tmp_path_factory):
+    from tru.data.dataset import load_dataset, write_dataset
+
+    from .conftest import make_tiny_frame
+
+    df, feats = make_tiny_frame(n_users=150, n_items=90, per_user=14, seed=2)
+    folder = tmp_path_factory.mktemp("coupling") / "tiny"
+    write_dataset(folder, "tiny", df, feats)
+    ds = load_dataset(folder, validate=False)
+    cfg = load_config("mgcn", overrides={"epochs": 12, "seed": 5, "train_batch_size": 256, "device": "cpu"})
+    model = build_backbone("mgcn", ds, cfg)
+    Trainer(model, ds, cfg, log=lambda _s: None).fit()
+    return ds, model, cfg
+
+
+def test_tru_moves_deleted_interaction_pairs_onto_the_reference(trained_interaction) -> None:
+    """The coupled term alone (λ_r = 0; a small rate: this model's rows are small, and one Adam step at
+    the default rate moves them past the reference) moves D_f's percentiles onto the retrain-free
+    reference; the top_k gate (rfg_target: top_k) is a different update; the coupling's reference is
+    the interaction part of the target."""
+    ds, model, cfg = trained_interaction
+    spec = interaction_spec(ds, frac=0.1, seed=1)
+    over = dict(
+        max_steps=60,
+        check_every=5,
+        min_retain_ratio=0.0,
+        cli=False,
+        bms=False,
+        lambda_r=0.0,
+        learning_rate=0.0003,
+    )
+    target = forget_target(model, ds, spec, unlearn_config(cfg, over).rows_seed)
+    assert len(target.interaction_percentiles) == target.summary()["n_reference_pairs"] > 0
+
+    def w1(m) -> float:
+        with torch.no_grad():
+            p = rank_percentiles(m, spec.forget, spec.retain, ds.n_users, ds.n_items)
+        return wasserstein1(p, target.interaction_percentiles)
+
+    coupled = run_unlearning("tru", model, ds, spec, cfg, unlearn_config(cfg, over))
+    top_k = run_unlearning("tru", model, ds, spec, cfg, unlearn_config(cfg, {**over, "rfg_target": "top_k"}))
+    start = coupled.report["history"][0]["rank_w1"]
+    # at this rate W1 falls at every check until the set is level with the reference (0.075 -> 0.012)
+    assert w1(coupled.model) < 0.3 * start
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(coupled.model.parameters(), top_k.model.parameters(), strict=True)
+    )
+
+
+def test_coupled_targets_cover_only_interaction_pairs(trained_interaction) -> None:
+    ds, model, _cfg = trained_interaction
+    spec = interaction_spec(ds, frac=0.1, seed=1)
+    ct = CoupledTargets.build(model, spec.forget, spec.retain, np.linspace(0, 1, 50), ds.n_users, ds.n_items)
+    hit, pct = ct.lookup(spec.forget.users, spec.forget.items)
+    assert hit.all() and np.all((pct >= 0) & (pct <= 1))
+    other = Pairs(spec.retain.users[:20], spec.retain.items[:20])
+    assert not ct.lookup(other.users, other.items)[0].any()
+    # u's D_r and D_f items are never a target item j*
+    assert ct.seen[torch.as_tensor(spec.retain.users), torch.as_tensor(spec.retain.items)].all()
