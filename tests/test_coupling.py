@@ -89,7 +89,7 @@ def trained_interaction(tmp_path_factory):
 def test_tru_moves_deleted_interaction_pairs_onto_the_reference(trained_interaction) -> None:
     """The coupled term alone (λ_r = 0; a small rate: this model's rows are small, and one Adam step at
     the default rate moves them past the reference) moves D_f's percentiles onto the retrain-free
-    reference; the top_k gate (rfg_target: top_k) is a different update; the coupling's reference is
+    reference, the model's own held-out pairs of the same users; the top_k gate (rfg_target: top_k) is a different update; the coupling's reference is
     the interaction part of the target."""
     ds, model, cfg = trained_interaction
     spec = interaction_spec(ds, frac=0.1, seed=1)
@@ -105,15 +105,19 @@ def test_tru_moves_deleted_interaction_pairs_onto_the_reference(trained_interact
     target = forget_target(model, ds, spec, unlearn_config(cfg, over).rows_seed)
     assert len(target.interaction_percentiles) == target.summary()["n_reference_pairs"] > 0
 
+    held = ds.test.subset(np.isin(ds.test.users, spec.forget.users))
+
     def w1(m) -> float:
+        """D_f's percentiles against the same model's held-out (test) pairs of the same users."""
         with torch.no_grad():
             p = rank_percentiles(m, spec.forget, spec.retain, ds.n_users, ds.n_items)
-        return wasserstein1(p, target.interaction_percentiles)
+            ref = rank_percentiles(m, held, ds.train, ds.n_users, ds.n_items)
+        return wasserstein1(p, ref)
 
     coupled = run_unlearning("tru", model, ds, spec, cfg, unlearn_config(cfg, over))
     top_k = run_unlearning("tru", model, ds, spec, cfg, unlearn_config(cfg, {**over, "rfg_target": "top_k"}))
     start = coupled.report["history"][0]["rank_w1"]
-    # at this rate W1 falls at every check until the set is level with the reference (0.075 -> 0.012)
+    # at this rate W1 falls at every check until the set is level with the reference
     assert w1(coupled.model) < 0.3 * start
     assert any(
         not torch.equal(a, b)
