@@ -20,15 +20,26 @@ in every ranking. For a batch of random retained pairs (v, i) ∈ D_r and t draw
 
     L_sink = mean softplus(s_vt − s_vi)      (BPR with a target item as the negative; no floor)
 
+Coupled targets (TRU, ``rfg_target: coupled``; :mod:`tru.unlearn.coupling`): D_f's interaction pairs
+leave the gated term; each is pushed, by L_target, below the item at its own target rank (the monotone
+coupling of its start percentile onto the reference), no further. Deleted users' and items' pairs of a
+mixed manifest keep the gated term; each part is weighted by its share of the batch.
+
 Checks (every ``check_every`` steps and once at the start, one evaluation-mode forward each; users
 sampled, ``check_users``, with a fixed sample): valid Recall@20 of retained users, and the rank
-percentiles of D_f pairs (:mod:`tru.eval.rank`) with their per-pair HR@20. Stopping:
+percentiles of D_f pairs (:mod:`tru.eval.rank`) with their per-pair HR@20. With coupled targets the
+interaction pairs' reference is re-read at each check from the current model (its test pairs of the
+sampled users, history the train set) and the coupling re-targeted onto it: retraining leaves D_f level
+with the pairs *its* model never trained on, and the audit compares them with the audited model's.
+Stopping:
 
 * ``stop_rule: rank``: the forget target is met when W₁(D_f percentiles, reference) ≤ ``rank_tolerance``,
   or when the signed shift Δ = mean(ref) − mean(D_f) is ≤ 0 (the deleted pairs already rank at or below
-  the retrain-free reference: pushing further only over-forgets); for target items' pairs (item regime,
-  no retrain-free reference: see :class:`Checker`) when their percentiles stop moving (W₁ between two
-  checks ≤ ``rank_plateau`` × the fastest move); ``hr``: per-pair HR@20 ≤ target.
+  the retrain-free reference: pushing further only over-forgets); with coupled targets when Δ ≤ 0 or W₁
+  has risen since the previous check (every pair has its own target: W₁ falls until they are met); for
+  target items' pairs (item regime, no retrain-free reference: see :class:`Checker`) when their
+  percentiles stop moving (W₁ between two checks ≤ ``rank_plateau`` × the fastest move); ``hr``: per-pair
+  HR@20 ≤ target.
 * Guard: valid Recall@20 below ``min_retain_ratio`` × the starting point's (after the rebuild) stops.
 * ``hr`` rule only: the mean RFG gate below ``gate_stop`` stops (under the rank rule a closed gate only
   ends the gated push: pairs out of the top-K can still rank far above the reference); ``max_steps``.
