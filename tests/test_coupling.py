@@ -136,3 +136,50 @@ def test_coupled_targets_cover_only_interaction_pairs(trained_interaction) -> No
     assert not ct.lookup(other.users, other.items)[0].any()
     # u's D_r and D_f items are never a target item j*
     assert ct.seen[torch.as_tensor(spec.retain.users), torch.as_tensor(spec.retain.items)].all()
+
+
+def test_a_mixed_manifest_couples_its_interaction_pairs_and_gates_the_rest(
+    trained_interaction, monkeypatch
+) -> None:
+    """A manifest with a deleted user, a target item and some interaction pairs: the coupled term sees
+    only the interaction pairs, the gate only the target item's (the deleted user's pairs leave the
+    forget term: the exact part reset that row), and the run completes with the coupled stop rule."""
+    from tru.forget.spec import ForgetSpec
+    from tru.unlearn import engine
+
+    ds, model, cfg = trained_interaction
+    inter = interaction_spec(ds, frac=0.08, seed=3)
+    tr = ds.train
+    user = int(np.setdiff1d(tr.users, inter.forget.users)[0])
+    item = int(np.bincount(tr.items, minlength=ds.n_items).argmax())
+    keys = lambda p: p.users * ds.n_items + p.items  # noqa: E731
+    pick = (tr.users == user) | (tr.items == item) | np.isin(keys(tr), keys(inter.forget))
+    keep = lambda p: p.subset((p.users != user) & (p.items != item))  # noqa: E731
+    spec = ForgetSpec(
+        "mixed", tr.subset(pick), tr.subset(~pick), np.asarray([user]), np.asarray([item]), keep(ds.valid),
+        keep(ds.test), ["r-user", "r-item", "r-pairs"],
+    )  # fmt: skip
+    coupled_pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    gated_pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    coupled_loss, gate_loss = engine.CoupledTargets.loss, engine.RankingFusionGate.loss
+
+    def spy_coupled(self, users, items, target_pct, u_all, i_all):
+        coupled_pairs.append((users.cpu().numpy(), items.cpu().numpy()))
+        return coupled_loss(self, users, items, target_pct, u_all, i_all)
+
+    def spy_gate(self, batch, pos, neg, u_all, i_all):
+        gated_pairs.append((batch.users.cpu().numpy(), batch.pos.cpu().numpy()))
+        return gate_loss(self, batch, pos, neg, u_all, i_all)
+
+    monkeypatch.setattr(engine.CoupledTargets, "loss", spy_coupled)
+    monkeypatch.setattr(engine.RankingFusionGate, "loss", spy_gate)
+    over = dict(max_steps=10, check_every=5, min_retain_ratio=0.0, learning_rate=0.0003)
+    out = run_unlearning("tru", model, ds, spec, cfg, unlearn_config(cfg, over))
+    cu = np.concatenate([u for u, _ in coupled_pairs])
+    ci = np.concatenate([i for _, i in coupled_pairs])
+    gu = np.concatenate([u for u, _ in gated_pairs])
+    gi = np.concatenate([i for _, i in gated_pairs])
+    assert len(cu) and len(gu)
+    assert np.all(np.isin(keys(Pairs(cu, ci)), keys(inter.forget))) and item not in ci
+    assert np.all(gi == item) and user not in gu and user not in cu
+    assert "reference_pct_mean" in out.report["history"][0]
