@@ -183,3 +183,38 @@ def test_a_mixed_manifest_couples_its_interaction_pairs_and_gates_the_rest(
     assert np.all(np.isin(keys(Pairs(cu, ci)), keys(inter.forget))) and item not in ci
     assert np.all(gi == item) and user not in gu and user not in cu
     assert "reference_pct_mean" in out.report["history"][0]
+
+
+@pytest.mark.parametrize("kind", ["user", "item", "interaction"])
+def test_without_interaction_pairs_the_coupled_setting_changes_nothing(
+    trained_interaction, kind, monkeypatch
+) -> None:
+    """A user or item deletion has no pair to couple: the checker keeps the rank_tolerance stop rule
+    against the proxy reference, and TRU with ``rfg_target: coupled`` is bit for bit TRU with ``top_k``
+    (without the exact part, so that the start is not already the proxy and the update runs)."""
+    from tru.unlearn import engine
+
+    from .test_unlearn_exact import item_spec, user_spec
+
+    ds, model, cfg = trained_interaction
+    counts = np.bincount(ds.train.items, minlength=ds.n_items)
+    spec = {
+        "user": lambda: user_spec(ds, np.arange(5)),
+        "item": lambda: item_spec(ds, np.argsort(-counts)[:2]),
+        "interaction": lambda: interaction_spec(ds, frac=0.1, seed=1),
+    }[kind]()
+    rules: list[bool] = []
+    init = engine.Checker.__init__
+
+    def spy(self, *args, coupled: bool = False, **kwargs) -> None:
+        rules.append(coupled)
+        init(self, *args, coupled=coupled, **kwargs)
+
+    monkeypatch.setattr(engine.Checker, "__init__", spy)
+    over = dict(max_steps=30, check_every=5, learning_rate=0.001, exact=False)
+    a = run_unlearning("tru", model, ds, spec, cfg, unlearn_config(cfg, over))
+    b = run_unlearning("tru", model, ds, spec, cfg, unlearn_config(cfg, {**over, "rfg_target": "top_k"}))
+    assert rules == [kind == "interaction", False]
+    if kind != "interaction":
+        assert a.report["stop_reason"] == b.report["stop_reason"] and a.report["steps"] == b.report["steps"]
+        assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True))

@@ -381,7 +381,6 @@ def _run_engine(
     report = None
     batches_per_epoch = max(1, -(-len(spec.retain) // rstream.batch_size))
     reprobe_steps = max(cfg.reprobe_epochs * batches_per_epoch, cfg.reprobe_min_steps)
-    check = Checker(dataset, spec, cfg, target, coupled=opts.coupled)
     coupled = None
     interaction = ~entity_mask(spec)
     if opts.coupled and target is not None and len(target.interaction_percentiles) and interaction.any():
@@ -393,6 +392,9 @@ def _run_engine(
             n_users,
             n_items,
         )
+    # the coupled stop rule and the re-read reference only where there are coupled pairs (a user or item
+    # deletion keeps the rank_tolerance rule against its proxy reference)
+    check = Checker(dataset, spec, cfg, target, coupled=coupled is not None)
     history: list[dict[str, Any]] = []
     alpha_history: list[dict[str, Any]] = []
 
