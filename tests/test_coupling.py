@@ -39,9 +39,9 @@ def test_monotone_coupling_keeps_the_order_and_lands_on_the_reference() -> None:
 
 
 def _targets(seen_pairs: list[tuple[int, int]], n_users: int, n_items: int, coupled, pct) -> CoupledTargets:
-    seen = torch.zeros(n_users, n_items, dtype=torch.bool)
-    for u, i in seen_pairs:
-        seen[u, i] = True
+    seen = Pairs(np.array([u for u, _ in seen_pairs]), np.array([i for _, i in seen_pairs])).csr(
+        n_users, n_items
+    )
     keys = np.array([u * n_items + i for u, i in coupled], np.int64)
     order = np.argsort(keys)
     return CoupledTargets(keys[order], np.asarray(pct, float)[order], seen, n_items)
@@ -135,7 +135,9 @@ def test_coupled_targets_cover_only_interaction_pairs(trained_interaction) -> No
     other = Pairs(spec.retain.users[:20], spec.retain.items[:20])
     assert not ct.lookup(other.users, other.items)[0].any()
     # u's D_r and D_f items are never a target item j*
-    assert ct.seen[torch.as_tensor(spec.retain.users), torch.as_tensor(spec.retain.items)].all()
+    assert np.all(np.asarray(ct.seen[spec.retain.users, spec.retain.items]) > 0)
+    assert np.all(np.asarray(ct.seen[spec.forget.users, spec.forget.items]) > 0)
+    assert ct.seen.nnz == len(spec.retain) + len(spec.forget)
 
 
 def test_a_mixed_manifest_couples_its_interaction_pairs_and_gates_the_rest(

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
@@ -58,7 +59,8 @@ class CoupledTargets:
 
     keys: np.ndarray
     target_pct: np.ndarray
-    seen: Tensor  # (n_users, n_items) bool: u's D_r ∪ D_f items, masked from u's candidates
+    seen: sp.csr_matrix  # user × item: u's D_r ∪ D_f items, masked from u's candidates (sparse: a dense
+    # n_users × n_items mask would be 0.9 GB on Amazon Clothing)
     n_items: int
     #: the pairs' percentiles at the start (key order): what the coupling orders by
     start_pct: np.ndarray | None = None
@@ -86,11 +88,7 @@ class CoupledTargets:
         target = monotone_coupling(start, reference)
         keys = np.asarray(pairs.users, np.int64) * n_items + np.asarray(pairs.items, np.int64)
         order = np.argsort(keys, kind="stable")
-        seen = torch.zeros(n_users, n_items, dtype=torch.bool, device=model.device)
-        both = history.concat(pairs)
-        seen[
-            torch.as_tensor(both.users, device=model.device), torch.as_tensor(both.items, device=model.device)
-        ] = True
+        seen = history.concat(pairs).csr(n_users, n_items)
         return cls(keys[order], target[order], seen, n_items, start[order])
 
     def lookup(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +111,7 @@ class CoupledTargets:
         ue = u_all[uniq]
         with torch.no_grad():
             scores = ue @ i_all.T
-            seen = self.seen[uniq]
+            seen = torch.as_tensor(self.seen[uniq.cpu().numpy()].toarray() > 0, device=u_all.device)
             scores = scores.masked_fill(seen, -torch.inf)
             ranked = torch.sort(scores, dim=1, descending=True).indices
             n_cand = (~seen).sum(1)[row]
