@@ -220,3 +220,16 @@ def test_without_interaction_pairs_the_coupled_setting_changes_nothing(
     if kind != "interaction":
         assert a.report["stop_reason"] == b.report["stop_reason"] and a.report["steps"] == b.report["steps"]
         assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True))
+
+
+def test_a_start_within_the_rank_tolerance_needs_no_coupled_update(trained_interaction) -> None:
+    """Coupled runs stop at the start when W1 to the reference is already within ``rank_tolerance``
+    (MIG-GT's rebuilt start); otherwise they run."""
+    ds, model, cfg = trained_interaction
+    spec = interaction_spec(ds, frac=0.1, seed=1)
+    over = dict(max_steps=10, check_every=5, learning_rate=0.0003, exact=False)
+    loose = run_unlearning("tru", model, ds, spec, cfg, unlearn_config(cfg, {**over, "rank_tolerance": 0.5}))
+    tight = run_unlearning("tru", model, ds, spec, cfg, unlearn_config(cfg, {**over, "rank_tolerance": 0.0}))
+    assert loose.report["no_update"] and loose.report["steps"] == 0
+    assert loose.report["stop_reason"] == "no update (forget target met at the start)"
+    assert tight.report["steps"] > 0 and not tight.report["no_update"]
