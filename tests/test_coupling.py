@@ -68,6 +68,10 @@ def test_the_loss_pushes_a_pair_above_its_target_against_the_item_at_the_target_
     i_low = i_all.detach().clone()
     i_low[0, 0] = 0.5  # below every candidate
     assert float(low.loss(torch.tensor([0]), torch.tensor([0]), np.array([0.0]), u_all, i_low)) == 0.0
+    # a user who has seen every item has no candidate, so no target item: no push (not below a seen item)
+    full = _targets([(0, i) for i in range(n_items)], 1, n_items, [(0, 5)], [0.5])
+    rising = torch.tensor([[1.0, 0], [2.0, 0], [3.0, 0], [4.0, 0], [5.0, 0], [6.0, 0]])
+    assert float(full.loss(torch.tensor([0]), torch.tensor([5]), np.array([0.5]), u_all, rising)) == 0.0
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,7 @@ class CoupledTargets:
             j_star = ranked[row, rank]
         u_rows = u_all[users]
         margin = (u_rows * i_all[items]).sum(-1) - (u_rows * i_all[j_star]).sum(-1)
-        active = margin.detach() > 0
+        active = (margin.detach() > 0) & (n_cand > 0)  # a user with no candidate item has no target item
         n_active = int(active.sum())
         if n_active == 0:
             return torch.zeros((), device=u_all.device)
