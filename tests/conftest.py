@@ -69,6 +69,26 @@ def make_tiny_frame(
     return df, feats
 
 
+def train_tiny(
+    folder: Path, backbone: str, *, epochs: int, seed: int, frame: dict[str, Any] | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(dataset, trained model, config): a tiny dataset (:func:`make_tiny_frame` with ``frame``) written
+    to ``folder``, loaded, and ``backbone`` trained on it for ``epochs`` (batch 256, CPU)."""
+    from tru.config import load_config
+    from tru.data.dataset import load_dataset, write_dataset
+    from tru.models import build_backbone
+    from tru.train.trainer import Trainer
+
+    df, feats = make_tiny_frame(**(frame or {}))
+    write_dataset(folder, "tiny", df, feats)
+    ds = load_dataset(folder, validate=False)
+    overrides = {"epochs": epochs, "seed": seed, "train_batch_size": 256, "device": "cpu"}
+    cfg = load_config(backbone, overrides=overrides)
+    model = build_backbone(backbone, ds, cfg)
+    Trainer(model, ds, cfg, log=lambda _s: None).fit()
+    return ds, model, cfg
+
+
 @pytest.fixture
 def tiny_dir(tmp_path: Path) -> Path:
     from tru.data.dataset import write_dataset

@@ -7,11 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tru.config import load_config
 from tru.data.dataset import Pairs
 from tru.eval.rank import rank_percentiles, wasserstein1
-from tru.models import build_backbone
-from tru.train.trainer import Trainer
 from tru.unlearn.api import run_unlearning, unlearn_config
 from tru.unlearn.coupling import CoupledTargets, monotone_coupling
 from tru.unlearn.targets import forget_target
@@ -76,18 +73,10 @@ def test_the_loss_pushes_a_pair_above_its_target_against_the_item_at_the_target_
 
 @pytest.fixture(scope="module")
 def trained_interaction(tmp_path_factory):
-    from tru.data.dataset import load_dataset, write_dataset
+    from .conftest import train_tiny
 
-    from .conftest import make_tiny_frame
-
-    df, feats = make_tiny_frame(n_users=150, n_items=90, per_user=14, seed=2)
-    folder = tmp_path_factory.mktemp("coupling") / "tiny"
-    write_dataset(folder, "tiny", df, feats)
-    ds = load_dataset(folder, validate=False)
-    cfg = load_config("mgcn", overrides={"epochs": 12, "seed": 5, "train_batch_size": 256, "device": "cpu"})
-    model = build_backbone("mgcn", ds, cfg)
-    Trainer(model, ds, cfg, log=lambda _s: None).fit()
-    return ds, model, cfg
+    frame = {"n_users": 150, "n_items": 90, "per_user": 14, "seed": 2}
+    return train_tiny(tmp_path_factory.mktemp("coupling") / "tiny", "mgcn", epochs=12, seed=5, frame=frame)
 
 
 def test_tru_moves_deleted_interaction_pairs_onto_the_reference(trained_interaction) -> None:

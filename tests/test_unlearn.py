@@ -37,18 +37,9 @@ def interaction_spec(ds, frac: float = 0.1, seed: int = 0) -> ForgetSpec:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tru.data.dataset import load_dataset, write_dataset
+    from .conftest import train_tiny
 
-    from .conftest import make_tiny_frame
-
-    df, feats = make_tiny_frame()
-    folder = tmp_path_factory.mktemp("u") / "tiny"
-    write_dataset(folder, "tiny", df, feats)
-    ds = load_dataset(folder, validate=False)
-    cfg = load_config("vbpr", overrides={"epochs": 20, "seed": 3, "train_batch_size": 256, "device": "cpu"})
-    model = build_backbone("vbpr", ds, cfg)
-    Trainer(model, ds, cfg, log=lambda _s: None).fit()
-    return ds, model, cfg
+    return train_tiny(tmp_path_factory.mktemp("u") / "tiny", "vbpr", epochs=20, seed=3)
 
 
 def _run(method, trained, spec, **over):

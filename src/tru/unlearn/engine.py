@@ -77,7 +77,7 @@ from tru.unlearn.isolation import build_masks, probe, selection_from_report, sen
 from tru.unlearn.losses import FORGET_LOSSES, PairStream, pair_scores
 from tru.unlearn.proxy import entity_mask
 from tru.unlearn.rfg import RankingFusionGate
-from tru.unlearn.targets import ForgetTarget
+from tru.unlearn.targets import ForgetTarget, reference_pairs
 
 K = 20
 
@@ -233,8 +233,8 @@ class Checker:
         self._entity_reference = np.zeros(0)
         if coupled and target is not None and len(target.interaction_percentiles):
             users = np.unique(self.forget.users[~entity_mask(spec, self.forget)])
-            self._reference_pairs = dataset.test.subset(np.isin(dataset.test.users, users))
-            self._entity_reference = target.percentiles[len(target.interaction_percentiles) :]
+            self._reference_pairs = reference_pairs(dataset, users)
+            self._entity_reference = target.entity_percentiles
         sink = target is not None and target.sink
         self.sink = np.isin(self.forget.items, np.asarray(spec.items, np.int64)) & sink
         self.has_ref = target is not None and len(target.percentiles) > 0 and bool((~self.sink).any())
@@ -480,8 +480,8 @@ def _run_engine(
                 gate.refresh(model)
         if row is None:
             continue
-        if coupled is not None and check.current_reference is not None and len(check.current_reference):
-            coupled.retarget(check.current_reference)
+        if coupled is not None and check.current_reference is not None:
+            coupled.retarget(check.current_reference)  # (an empty reference leaves the targets as they are)
         row["loss_f"], row["loss_r"] = float(l_f.detach()), float(l_r.detach())
         if gate is not None:
             row["mean_gate"] = gate.mean_gate
@@ -539,12 +539,15 @@ def _coupled_loss(
     if hit.any():
         sub = split_batch(bf, hit)
         loss = loss + hit.sum() / n * coupled.loss(sub.users, sub.pos, target_pct[hit], u_all, i_all)
-    if (~hit).any():
-        rest = ~hit
+    rest = ~hit
+    if rest.any():
         sub = split_batch(bf, rest)
         idx = torch.as_tensor(np.flatnonzero(rest), device=pos.device)
-        p, q = pos[idx], neg[idx]
-        term = gate.loss(sub, p, q, u_all, i_all) if gate is not None else loss_fn(p, q)
+        term = (
+            gate.loss(sub, pos[idx], neg[idx], u_all, i_all)
+            if gate is not None
+            else loss_fn(pos[idx], neg[idx])
+        )
         loss = loss + rest.sum() / n * term
     return loss
 

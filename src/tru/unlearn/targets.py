@@ -52,6 +52,11 @@ class ForgetTarget:
     #: users), what :class:`tru.unlearn.coupling.CoupledTargets` couples them onto
     interaction_percentiles: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
+    @property
+    def entity_percentiles(self) -> np.ndarray:
+        """The deleted users' / items' part of ``percentiles`` (which holds the interaction part first)."""
+        return self.percentiles[len(self.interaction_percentiles) :]
+
     def summary(self) -> dict[str, float]:
         p = self.percentiles
         return {
@@ -62,12 +67,18 @@ class ForgetTarget:
         }
 
 
+def reference_pairs(dataset: RecDataset, users: np.ndarray) -> Pairs:
+    """The held-out pairs that stand for never-trained interaction pairs of ``users``: their test pairs
+    (ranked with the train set as history)."""
+    return dataset.test.subset(np.isin(dataset.test.users, users))
+
+
 def interaction_reference(
     original: Recommender, dataset: RecDataset, spec: ForgetSpec, users: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(hits@20, percentiles) of the original model on the test pairs of ``users`` (history: its train
     set)."""
-    test = dataset.test.subset(np.isin(dataset.test.users, users))
+    test = reference_pairs(dataset, users)
     if len(test) == 0:
         return np.zeros(0), np.zeros(0)
     n_u, n_i = dataset.n_users, dataset.n_items
