@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from tru.certify.forgetting import empty_history, pair_blocks
 from tru.data.dataset import Pairs, RecDataset
+from tru.eval.rank import sort_rows
 from tru.forget.spec import ForgetSpec
 from tru.models.base import Recommender
 
@@ -65,7 +66,7 @@ def score_statistics(
         padded = torch.full((scores.shape[0], int(slot.max()) + 1), torch.inf, device=scores.device)
         slot_t = torch.as_tensor(slot, device=scores.device)
         padded[blk.rows, slot_t] = s
-        above = n_items - torch.searchsorted(torch.sort(scores, 1).values, padded, right=True)
+        above = n_items - torch.searchsorted(sort_rows(scores), padded, right=True)
         r = blk.rows
         cols = torch.stack(
             [

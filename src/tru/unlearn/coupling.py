@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from tru.data.dataset import Pairs
-from tru.eval.rank import rank_percentiles
+from tru.eval.rank import argsort_rows_descending, rank_percentiles
 from tru.models.base import Batch, Recommender
 
 
@@ -47,8 +47,11 @@ def monotone_coupling(start: np.ndarray, reference: np.ndarray) -> np.ndarray:
     if len(reference) == 0:
         raise ValueError("a coupling needs a non-empty reference distribution")
     order = np.argsort(start, kind="stable")
+    ref = np.sort(np.asarray(reference, np.float64))
+    # numpy.quantile's linear method, one sort for every quantile: position q·(m − 1) between order stats
+    position = (np.arange(len(start)) + 0.5) / len(start) * (len(ref) - 1)
     out = np.empty(len(start))
-    out[order] = np.quantile(np.asarray(reference, np.float64), (np.arange(len(start)) + 0.5) / len(start))
+    out[order] = np.interp(position, np.arange(len(ref)), ref)
     return out
 
 
@@ -113,7 +116,7 @@ class CoupledTargets:
             scores = ue @ i_all.T
             seen = torch.as_tensor(self.seen[uniq.cpu().numpy()].toarray() > 0, device=u_all.device)
             scores = scores.masked_fill(seen, -torch.inf)
-            ranked = torch.sort(scores, dim=1, descending=True).indices
+            ranked = argsort_rows_descending(scores)
             n_cand = (~seen).sum(1)[row]
             pct = torch.as_tensor(target_pct, dtype=torch.float32, device=u_all.device)
             rank = torch.minimum(torch.floor(pct * n_cand).long(), (n_cand - 1).clamp_min(0))

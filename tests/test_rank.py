@@ -1,0 +1,49 @@
+"""Rank counts against their definition, on a ranker with many tied scores (the most-popular ranker:
+s_ui = train count of i), and the row sorts against torch.sort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tru.data.dataset import Pairs
+from tru.eval.rank import argsort_rows_descending, rank_counts, sort_rows
+from tru.models.pop import MostPopular
+
+
+def _brute_force(scores: np.ndarray, pairs: Pairs, history: Pairs) -> tuple[np.ndarray, np.ndarray]:
+    """above = #{j ∈ C_u : s_uj > s_ui}, C_u = items \\ (history_u ∪ pairs_u): each pair ranked alone."""
+    above, cand = np.zeros(len(pairs), np.int64), np.zeros(len(pairs), np.int64)
+    for k, (u, i) in enumerate(zip(pairs.users, pairs.items, strict=True)):
+        masked = np.zeros(scores.shape[1], bool)
+        masked[history.items[history.users == u]] = True
+        masked[pairs.items[pairs.users == u]] = True
+        above[k] = int((scores[u][~masked] > scores[u, i]).sum())
+        cand[k] = int((~masked).sum())
+    return above, cand
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_rank_counts_match_the_definition_with_ties(tiny, batch_size) -> None:
+    model = MostPopular(tiny)
+    scores = model.full_sort_predict(torch.arange(tiny.n_users)).numpy()
+    assert len(np.unique(scores[0])) < tiny.n_items / 2  # ties everywhere: a tie counts in the pair's favour
+    for pairs, history in ((tiny.test, tiny.train), (tiny.valid, tiny.train), (tiny.train, tiny.valid)):
+        above, cand = rank_counts(model, pairs, history, tiny.n_users, tiny.n_items, batch_size)
+        want_above, want_cand = _brute_force(scores, pairs, history)
+        np.testing.assert_array_equal(above, want_above)
+        np.testing.assert_array_equal(cand, want_cand)
+
+
+def test_row_sorts_agree_with_torch_sort() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 7, (40, 300), generator=gen).float()  # heavy ties
+    x[:, :13] = -torch.inf
+    x[5, 100] = torch.inf
+    order = argsort_rows_descending(x)
+    assert order.dtype == torch.long and order.shape == x.shape
+    assert torch.equal(x.gather(1, order), torch.sort(x, dim=1, descending=True).values)
+    assert torch.equal(sort_rows(x), torch.sort(x, dim=1).values)
+    # a permutation of each row's columns
+    assert torch.equal(order.sort(dim=1).values, torch.arange(300).expand(40, 300))
