@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,11 @@ os.environ.setdefault("ITERATIVE_DO_NOT_TRACK", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # one commitment / certificate-signing key for the session (never the user's ~/.config/tru key)
 os.environ["TRU_COMMITMENT_KEY"] = "5e" * 32
+# the session's own validation stamps (never the user's ~/.cache/tru/validated): a pass is remembered
+# within the session only, and a test's first load of its data always runs the suite
+os.environ["TRU_VALIDATION_CACHE"] = tempfile.mkdtemp(
+    prefix="tru-validated-", dir=os.environ.get("TRU_SCRATCH")
+)
 # small test data: one thread avoids OpenMP barrier overhead (and spin-waits on a busy machine)
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -22,6 +22,7 @@ interactions are plain int64 numpy arrays (:class:`Pairs`), never per-row Python
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -382,6 +383,26 @@ def _check_ids_inside(ids: np.ndarray, n: int, column: str, path: Path, field_na
         )
 
 
+def _validate_once(folder: Path) -> None:
+    """Raise a :class:`DataError` carrying the Great Expectations report unless the folder's exact bytes
+    passed validation before (:mod:`tru.data.validation_cache`); remember a pass."""
+    from tru.data.validation_cache import fingerprint, remember_valid, seen_valid
+
+    before = fingerprint(folder)
+    if seen_valid(before):
+        logging.getLogger("tru").info(
+            "dataset %s: these contents passed validation before; checks not repeated", folder
+        )
+        return
+    from tru.data.validate import validate_dataset
+
+    report = validate_dataset(folder)
+    if not report.success:
+        raise DataError(report.render())
+    if before is not None and fingerprint(folder) == before:  # unchanged while it was checked
+        remember_valid(before, report.checked)
+
+
 def load_dataset(folder: Path | str, validate: bool = True) -> RecDataset:
     """Load a dataset folder. With ``validate`` (default) Great Expectations checks run first and a
     :class:`DataError` carrying the report is raised on any failure: nothing runs on invalid data.
@@ -391,11 +412,7 @@ def load_dataset(folder: Path | str, validate: bool = True) -> RecDataset:
     count is not ``n_items``, are a :class:`DataError`."""
     folder = Path(folder)
     if validate:
-        from tru.data.validate import validate_dataset
-
-        report = validate_dataset(folder)
-        if not report.success:
-            raise DataError(report.render())
+        _validate_once(folder)
     manifest = DatasetManifest.load(folder)
     inter_path = folder / manifest.interactions
     df = read_inter(inter_path)
