@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tru.bench_methods import ALL_METHODS, METHODS, ONLY_IN, ORIGINAL, REBUILD_ONLY, SECOND
 from tru.certify import statistics as stx
 from tru.certify.calibration import Calibration, MemoCalibration, calibrate
 from tru.certify.certificate import (
@@ -92,25 +93,6 @@ from tru.unlearn.api import UnlearnOutcome, prepare_start, run_unlearning, save_
 from tru.unlearn.engine import count_changed, snapshot
 from tru.utils import LOG, write_json
 
-#: method label -> (engine method, unlearning option overrides)
-METHODS: dict[str, tuple[str, dict[str, Any]]] = {
-    "tru": ("tru", {}),
-    "tru-no-exact": ("tru", {"exact": False}),
-    "tru-no-rfg": ("tru", {"rfg": False}),
-    "tru-no-bms": ("tru", {"bms": False}),
-    "tru-no-cli": ("tru", {"cli": False}),
-    "tru-no-sink": ("tru", {"item_sink": False}),
-    "mmrecun": ("mmrecun", {}),
-    "gradient_ascent": ("gradient_ascent", {}),
-    "finetune": ("finetune", {}),
-}
-REBUILD_ONLY = "rebuild-only"
-ORIGINAL = "original"
-SECOND = "second-retrain"
-SPECIAL = (REBUILD_ONLY, ORIGINAL, SECOND)
-ALL_METHODS = (*METHODS, *SPECIAL)
-#: methods that only differ from TRU in some regimes (the item sink acts in the item regime only)
-ONLY_IN = {"tru-no-sink": ("item",)}
 VERDICTS = ("passed", "failed", "inconclusive")
 RETRAIN_SEED_STEP = 1000
 AUDIT_SEEDS = (0, 1, 2)  # the pipeline's audit seeds (tru.steps.params: audit_seeds "0,1,2")

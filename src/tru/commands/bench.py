@@ -83,7 +83,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from tru.bench import ALL_METHODS
+    from tru.bench_methods import ALL_METHODS
 
     b = sub.add_parser(
         "bench",
