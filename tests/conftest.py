@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,13 @@ LENIENT_POLICY = (
 IMPOSSIBLE_POLICY = "retain_recall_min_ratio: 1000\n"
 
 
+def recent(days: float = 1.0) -> str:
+    """A request time ``days`` before now (ISO, UTC): within any deadline the pipeline applies, whatever
+    the date the suite runs on (a fixed date turns overdue, and the pipeline then retrains instead of
+    unlearning: the components' test failed from 2026-12-01 on, 30 days after its fixed date)."""
+    return (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass(frozen=True)
 class TinyWorld:
     """One small world for the modules that need trained models (read it, never write into it):
@@ -166,7 +174,7 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
     save_run(root / "original", model, cfg, ds, metrics=metrics, extra={"training": result.to_dict()})
     original = load_run(root / "original", ds)
     users = np.unique(ds.train.users)[:3]
-    reqs = [DeletionRequest(f"req-{u}", "user", int(u), None, "2026-11-01T00:00:00Z", "test") for u in users]
+    reqs = [DeletionRequest(f"req-{u}", "user", int(u), None, recent(), "test") for u in users]
     write_requests(root / "requests.csv", reqs)
     spec = resolve_requests(ds, reqs)
     ucfg = unlearn_config(cfg, {"max_steps": 20, "check_every": 10, "stop_on_target": False})

@@ -19,7 +19,7 @@ import yaml
 from tru.mlops import images
 
 from . import fake_kfp
-from .conftest import dvc_test_env
+from .conftest import dvc_test_env, recent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def test_the_installed_trigger_submits_to_the_cluster(
     (repo / "data" / "deletions").mkdir()
     write_requests(
         repo / "data" / "deletions" / "requests.csv",
-        [DeletionRequest("r1", "user", 3, None, "2026-11-29", "x")],
+        [DeletionRequest("r1", "user", 3, None, recent(), "x")],
     )
     with Repo(str(repo)) as r:
         r.add(str(repo / "data"))

@@ -19,7 +19,7 @@ from tru.mlops import registry, tracking
 from tru.steps.chain import run_chain
 from tru.steps.params import PipelineParams
 
-from .conftest import IMPOSSIBLE_POLICY, LENIENT_POLICY, TinyWorld
+from .conftest import IMPOSSIBLE_POLICY, LENIENT_POLICY, TinyWorld, recent
 
 NAME = tracking.model_name("tiny", "vbpr")
 
@@ -48,8 +48,8 @@ def add(root: Path, *reqs: DeletionRequest) -> None:
     write_requests(path, [*read_requests(path), *reqs])
 
 
-def user_req(rid: str, user: int, when: str = "2026-11-29T00:00:00Z") -> DeletionRequest:
-    return DeletionRequest(rid, "user", user, None, when, "test")
+def user_req(rid: str, user: int, when: str | None = None) -> DeletionRequest:
+    return DeletionRequest(rid, "user", user, None, when or recent(), "test")
 
 
 def test_a_second_deletion_never_undoes_the_first(repo: Path, tiny_world: TinyWorld) -> None:
