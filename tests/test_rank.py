@@ -36,6 +36,20 @@ def test_rank_counts_match_the_definition_with_ties(tiny, batch_size) -> None:
         np.testing.assert_array_equal(cand, want_cand)
 
 
+def test_a_nan_score_is_never_above_a_pair_and_a_nan_pair_has_nothing_above(tiny) -> None:
+    """A diverged model's NaN scores rank as the comparison ranks them (NaN > x is false): the binary
+    search over sorted rows used to skip real items past a NaN and miscount."""
+    model = MostPopular(tiny)
+    model.counts[3] = float("nan")
+    model.counts[7] = float("inf")
+    scores = model.full_sort_predict(torch.arange(tiny.n_users)).numpy()
+    for pairs, history in ((tiny.test, tiny.train), (tiny.train, tiny.valid)):
+        above, _ = rank_counts(model, pairs, history, tiny.n_users, tiny.n_items, 3)
+        want_above, _ = _brute_force(scores, pairs, history)
+        np.testing.assert_array_equal(above, want_above)
+        assert (above[pairs.items == 3] == 0).all()
+
+
 def test_row_sorts_agree_with_torch_sort() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 7, (40, 300), generator=gen).float()  # heavy ties

@@ -91,3 +91,16 @@ def test_an_unwritable_cache_is_no_cache(
     load_dataset(tiny_dir)
     load_dataset(tiny_dir)
     assert len(suite_runs) == 2
+
+
+def test_without_a_key_nothing_is_remembered_and_no_key_is_made(
+    tiny_dir: Path, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, suite_runs
+) -> None:
+    """Loading data never mints an installation key (a new key would make the erasure audit read every
+    earlier commitment as forged): without one, validation runs every time."""
+    key_file = tmp_path / "no-key" / "commitment.key"
+    monkeypatch.delenv("TRU_COMMITMENT_KEY", raising=False)
+    monkeypatch.setenv("TRU_COMMITMENT_KEY_FILE", str(key_file))
+    load_dataset(tiny_dir)
+    load_dataset(tiny_dir)
+    assert len(suite_runs) == 2 and not key_file.exists() and not cache.exists()

@@ -7,8 +7,10 @@ version rarely changes between commands. A passed validation leaves a stamp name
 
     fingerprint = HMAC-SHA256(K, rules ‖ manifest bytes ‖ (name ‖ bytes) of every file it names)
 
-with K the installation's commitment key (:func:`tru.forget.commitment.commitment_key`) and ``rules`` the
-source of the validation modules and the tru version (new rules validate again). The next load of the
+with K the installation's commitment key if one exists (:func:`tru.forget.commitment.existing_commitment_key`:
+loading data never creates one; without a key nothing is remembered), every part length-prefixed, and
+``rules`` the source of the validation modules, the tru version and the versions of Great Expectations,
+pandas and NumPy (new rules or an upgrade validate again). The next load of the
 same bytes finds the stamp and skips the suite; any change to the manifest, the interactions or a
 feature file is a new fingerprint, validated again. A failed validation is never remembered. The stamp
 holds no data and, being keyed, no hash that a guess of the contents could be checked against (a
@@ -33,6 +35,8 @@ CACHE_ENV = "TRU_VALIDATION_CACHE"
 DEFAULT_CACHE = Path("~/.cache/tru/validated")
 #: the modules whose source is the validation rules
 RULE_MODULES = ("dataset.py", "validate.py", "validate_core.py", "validate_features.py")
+#: the libraries whose behaviour is part of the rules (an upgrade validates again)
+RULE_LIBRARIES = ("great-expectations", "pandas", "numpy")
 
 
 def cache_dir() -> Path | None:
@@ -48,24 +52,39 @@ def fingerprint(folder: Path) -> str | None:
     when it cannot be computed (no readable manifest, a missing file, no key): then nothing is skipped."""
     from tru import __version__
     from tru.data.dataset import MANIFEST_NAME, DataError, DatasetManifest
-    from tru.forget.commitment import CommitmentKeyError, commitment_key
+    from tru.forget.commitment import existing_commitment_key
 
+    key = existing_commitment_key()  # never creates one: loading data must not mint an installation key
+    if key is None:
+        return None
     try:
-        key = commitment_key()
         manifest = DatasetManifest.load(folder)
-        mac = hmac.new(key, b"tru-validation-v1\0" + __version__.encode() + b"\0", hashlib.sha256)
+        mac = hmac.new(key, b"tru-validation-v2", hashlib.sha256)
+
+        def part(data: bytes) -> None:  # length-prefixed: no bytes can move from one part to the next
+            mac.update(len(data).to_bytes(8, "little"))
+            mac.update(data)
+
+        part(" ".join([__version__, *(f"{m}={_version(m)}" for m in RULE_LIBRARIES)]).encode())
         here = Path(__file__).parent
         for name in RULE_MODULES:
-            mac.update((here / name).read_bytes())
-        mac.update((folder / MANIFEST_NAME).read_bytes())
+            part((here / name).read_bytes())
+        part((folder / MANIFEST_NAME).read_bytes())
         for field, rel in sorted(manifest.files().items()):
-            mac.update(f"\0{field}\0{rel}\0".encode())
-            with open(folder / rel, "rb") as fh:
-                for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                    mac.update(block)
+            part(f"{field}\0{rel}".encode())
+            part((folder / rel).read_bytes())
         return mac.hexdigest()
-    except (OSError, DataError, ValueError, TypeError, CommitmentKeyError):
+    except (OSError, DataError, ValueError, TypeError):
         return None
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "absent"
 
 
 def seen_valid(digest: str | None) -> bool:

@@ -36,16 +36,27 @@ def argsort_rows_descending(scores: Tensor) -> Tensor:
     -inf last). On CPU this is NumPy's SIMD sort (x86-simd-sort, NumPy ≥ 2), 4× torch.sort at the shapes
     the unlearning step sorts (600 × 1682: 9.4 ms vs 41.4 ms at one thread, ``benchmarks/bench_sort.py``);
     other devices use torch.sort."""
+    scores = _sortable(scores)
     if scores.device.type != "cpu":
         return torch.sort(scores, dim=1, descending=True).indices
-    return torch.from_numpy(np.argsort(-scores.detach().numpy(), axis=1))
+    return torch.from_numpy(np.argsort(-scores.numpy(), axis=1))
 
 
 def sort_rows(scores: Tensor) -> Tensor:
     """Each row sorted ascending (the values); NumPy's SIMD sort on CPU as :func:`argsort_rows_descending`."""
+    scores = _sortable(scores)
     if scores.device.type != "cpu":
         return torch.sort(scores, dim=1).values
-    return torch.from_numpy(np.sort(scores.detach().numpy(), axis=1))
+    return torch.from_numpy(np.sort(scores.numpy(), axis=1))
+
+
+def _sortable(scores: Tensor) -> Tensor:
+    """Detached, NaN as −inf (a NaN score is never above anything, as in a comparison; ±inf kept), and a
+    dtype NumPy sorts (bfloat16 / float16 as float32)."""
+    scores = scores.detach()
+    if scores.dtype in (torch.bfloat16, torch.float16):
+        scores = scores.float()
+    return scores.nan_to_num(nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
 
 
 def rank_counts(
@@ -85,9 +96,14 @@ def rank_counts(
         rows_np = np.searchsorted(rb.users, su[lo:hi])
         slot = np.arange(len(rows_np)) - np.searchsorted(rows_np, rows_np, "left")
         slot_t = torch.as_tensor(slot, device=dev)
-        padded = torch.full((scores.shape[0], int(slot.max()) + 1), torch.inf, device=dev)
-        padded[rows_t, slot_t] = s
-        counted = torch.searchsorted(sort_rows(scores), padded, right=True)[rows_t, slot_t]
+        ranked = sort_rows(scores)  # NaN scores as −inf: never above a pair (as the comparison had it)
+        padded = torch.full((scores.shape[0], int(slot.max()) + 1), torch.inf, device=dev, dtype=ranked.dtype)
+        padded[rows_t, slot_t] = s.to(ranked.dtype).nan_to_num(
+            nan=torch.inf, posinf=torch.inf, neginf=-torch.inf
+        )
+        counted = torch.searchsorted(ranked.to(dev), padded, right=True)[
+            rows_t, slot_t
+        ]  # a NaN pair: above 0
         above = scores.shape[1] - counted
         above_out[order[lo:hi]] = above.cpu().numpy()
         cand_out[order[lo:hi]] = n_cand[rows_t].cpu().numpy()

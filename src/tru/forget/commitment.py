@@ -77,6 +77,18 @@ def commitment_key() -> bytes:
     return key
 
 
+def existing_commitment_key() -> bytes | None:
+    """The installation's key if one exists (``$TRU_COMMITMENT_KEY`` or the key file), else None; unlike
+    :func:`commitment_key` it never creates one (a new random key would make every earlier commitment
+    look forged to an audit), and an unreadable or short key is None too."""
+    if not os.environ.get(KEY_ENV, "").strip() and not _default_key_file().is_file():
+        return None
+    try:
+        return commitment_key()
+    except CommitmentKeyError:
+        return None
+
+
 def _mac(payload: bytes, key: bytes | None) -> str:
     digest = hmac.new(key if key is not None else commitment_key(), payload, hashlib.sha256).hexdigest()
     return f"{SCHEME}:{digest}"

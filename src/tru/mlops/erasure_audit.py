@@ -919,17 +919,11 @@ def dataset_frames(
 
 
 def _existing_key() -> bytes | None:
-    """The commitment key if one exists here; unlike ``commitment_key()`` it never creates one (a new
-    random key would make every ledger commitment look forged)."""
-    from tru.forget.commitment import KEY_ENV, KEY_FILE_ENV, CommitmentKeyError, commitment_key
+    """The commitment key if one exists here (never created: see
+    :func:`tru.forget.commitment.existing_commitment_key`)."""
+    from tru.forget.commitment import existing_commitment_key
 
-    key_file = Path(os.environ.get(KEY_FILE_ENV) or Path.home() / ".config" / "tru" / "commitment.key")
-    if not os.environ.get(KEY_ENV, "").strip() and not key_file.is_file():
-        return None
-    try:
-        return commitment_key()
-    except CommitmentKeyError:
-        return None
+    return existing_commitment_key()
 
 
 def request_statuses(repo: Path, requests: Sequence[DeletionRequest]) -> list[RequestStatus]:
