@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from tru.certify.forgetting import empty_history, pair_blocks
 from tru.data.dataset import Pairs, RecDataset
-from tru.eval.rank import sort_rows
+from tru.eval.rank import counts_above
 from tru.forget.spec import ForgetSpec
 from tru.models.base import Recommender
 
@@ -60,18 +60,12 @@ def score_statistics(
         mean, std = scores.mean(1), scores.std(1, correction=0).clamp_min(1e-12)
         top = torch.topk(scores, min(100, n_items), dim=1).values
         top20 = top[:, : min(20, n_items)].mean(1)
-        # rank by binary search in each row, the row's pairs padded into a (B × m) matrix
-        rows = blk.rows.cpu().numpy()
-        slot = np.arange(len(rows)) - np.searchsorted(rows, rows, "left")
-        padded = torch.full((scores.shape[0], int(slot.max()) + 1), torch.inf, device=scores.device)
-        slot_t = torch.as_tensor(slot, device=scores.device)
-        padded[blk.rows, slot_t] = s
-        above = n_items - torch.searchsorted(sort_rows(scores), padded, right=True)
+        above = counts_above(scores, blk.rows.cpu().numpy(), s)
         r = blk.rows
         cols = torch.stack(
             [
                 s,
-                above[r, slot_t].float() / max(n_items - 1, 1),
+                above.float() / max(n_items - 1, 1),
                 (s - mean[r]) / std[r],
                 s - top20[r],
                 (s - top[r, -1]) / std[r],

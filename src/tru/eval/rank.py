@@ -50,6 +50,23 @@ def sort_rows(scores: Tensor) -> Tensor:
     return torch.from_numpy(np.sort(scores.numpy(), axis=1))
 
 
+def counts_above(scores: Tensor, rows: np.ndarray, values: Tensor) -> Tensor:
+    """#{j : scores[rows_k, j] > values_k} for every k (``rows`` sorted ascending): each row sorted once
+    (:func:`sort_rows`) and each value found in it by binary search, the values of a row padded into a
+    (B × m) matrix. NaN scores count as −inf (never above) and a NaN value as +inf (nothing above it), as a
+    comparison counts them."""
+    dev = scores.device
+    slot = np.arange(len(rows)) - np.searchsorted(rows, rows, "left")
+    rows_t, slot_t = torch.as_tensor(rows, device=dev), torch.as_tensor(slot, device=dev)
+    ranked = sort_rows(scores).to(dev)
+    width = int(slot.max()) + 1 if len(slot) else 1
+    padded = torch.full((scores.shape[0], width), torch.inf, device=dev, dtype=ranked.dtype)
+    padded[rows_t, slot_t] = values.to(ranked.dtype).nan_to_num(
+        nan=torch.inf, posinf=torch.inf, neginf=-torch.inf
+    )
+    return scores.shape[1] - torch.searchsorted(ranked, padded, right=True)[rows_t, slot_t]
+
+
 def _sortable(scores: Tensor) -> Tensor:
     """Detached, NaN as −inf (a NaN score is never above anything, as in a comparison; ±inf kept), and a
     dtype NumPy sorts (bfloat16 / float16 as float32)."""
@@ -91,20 +108,8 @@ def rank_counts(
         s = scores[rows_t, items_t].clone()
         scores[rows_t, items_t] = -torch.inf  # each pair ranked alone: u's pairs leave the candidates
         n_cand = torch.isfinite(scores).sum(1)
-        # above = n_items − #{j : s_uj ≤ s_ui}: a binary search of each pair in its user's sorted row
-        # (masked items are −inf, never above), the row's pairs padded into a (B × m) matrix
         rows_np = np.searchsorted(rb.users, su[lo:hi])
-        slot = np.arange(len(rows_np)) - np.searchsorted(rows_np, rows_np, "left")
-        slot_t = torch.as_tensor(slot, device=dev)
-        ranked = sort_rows(scores)  # NaN scores as −inf: never above a pair (as the comparison had it)
-        padded = torch.full((scores.shape[0], int(slot.max()) + 1), torch.inf, device=dev, dtype=ranked.dtype)
-        padded[rows_t, slot_t] = s.to(ranked.dtype).nan_to_num(
-            nan=torch.inf, posinf=torch.inf, neginf=-torch.inf
-        )
-        counted = torch.searchsorted(ranked.to(dev), padded, right=True)[
-            rows_t, slot_t
-        ]  # a NaN pair: above 0
-        above = scores.shape[1] - counted
+        above = counts_above(scores, rows_np, s)  # masked items are −inf: never above
         above_out[order[lo:hi]] = above.cpu().numpy()
         cand_out[order[lo:hi]] = n_cand[rows_t].cpu().numpy()
     return above_out, cand_out
