@@ -267,3 +267,31 @@ def test_console_out_dot_overwrite_is_one_line_exit_2_and_deletes_nothing(
 
 def test_debug_flag_is_documented() -> None:
     assert "--debug" in build_parser().format_help()
+
+
+def test_start_up_imports_no_audit_stack() -> None:
+    """Every ``tru`` command imported the whole of :mod:`tru.certify` (scikit-learn, SciPy, matplotlib:
+    1.7 s) to name CertifyError, and the register step imported it to read a certificate. The package
+    now imports a name's submodule on first use; the audits still load where they run."""
+    code = (
+        "import sys; import tru.cli; tru.cli.build_parser(); import tru.certify.binding, tru.certify.output; "
+        "from tru.certify import CertifyError, read_certificate; "
+        "print(sorted(m for m in ('sklearn', 'matplotlib', 'scipy.stats', 'tru.certify.statistics') "
+        "if m in sys.modules)); from tru.certify import certify; print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "True"], out
+
+
+def test_the_certify_package_exports_what_it_lists() -> None:
+    import importlib
+
+    import tru.certify as package
+
+    assert set(package.__all__) == set(package._EXPORTS)
+    for name in package.__all__:
+        assert getattr(package, name) is getattr(
+            importlib.import_module(f"tru.certify.{package._EXPORTS[name]}"), name
+        )
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        package.nothing  # noqa: B018

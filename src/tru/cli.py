@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
-    from tru.certify import CertifyError
+    from tru.certify.output import CertifyError
     from tru.checkpoint import CheckpointError
     from tru.config import ConfigError
     from tru.data.dataset import DataError

@@ -90,7 +90,6 @@ def run_unlearning(
         raise ValueError(f"unknown method '{method}': expected one of {sorted(METHODS)}")
     cfg = UnlearnConfig.from_dict(cfg)
     mod = METHODS[method]
-    _warm_up_optimiser()
     t0 = time.perf_counter()
     before = snapshot(original)
     n_total = sum(p.numel() for p in original.parameters())
@@ -160,15 +159,6 @@ def run_unlearning(
         report["stop_reason"],
     )
     return UnlearnOutcome(method, model, report, metrics)
-
-
-def _warm_up_optimiser() -> None:
-    """Construct one throw-away Adam before the clock starts: the first optimiser in a process pays a
-    one-off lazy import of ``torch._dynamo`` (~4 s on this machine), which is process start-up, not
-    unlearning work, and would otherwise be billed to whichever method runs first."""
-    import torch
-
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 def save_unlearned(

@@ -40,6 +40,7 @@ from tru.data.dataset import Pairs
 from tru.models.base import Recommender
 from tru.train.sampler import NegativeSampler
 from tru.train.trainer import TrainingRecipe
+from tru.unlearn.adam import Adam
 
 #: the emulation's random stream: default_rng([seed, EMULATION_STREAM])
 EMULATION_STREAM = 7
@@ -96,7 +97,8 @@ def emulate_negative_training(
         for p in params:  # Adam steps every row every batch, on an all-zero gradient too (as the trainer's)
             p.grad = torch.zeros_like(p)
         recipe = schedule.recipe
-        opt = torch.optim.Adam(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+        # the trainer's Adam, float for float (tru.unlearn.adam)
+        opt = Adam(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
         # the trainer's draws (a shuffle of D_r, one uniform negative per pair that is never a positive of
         # its user), from a stream of their own: not any particular retrain's batches
         rng = np.random.default_rng([schedule.seed, EMULATION_STREAM])
@@ -104,8 +106,7 @@ def emulate_negative_training(
         users_np = np.asarray(retain.users, np.int64)
         n, b = len(ru), recipe.batch_size
         for epoch in range(schedule.epochs):
-            for group in opt.param_groups:
-                group["lr"] = recipe.learning_rate * recipe.decay(epoch)
+            opt.lr = recipe.learning_rate * recipe.decay(epoch)
             perm = rng.permutation(n)
             order = torch.from_numpy(perm).to(dev)
             negatives = torch.from_numpy(sampler.sample(users_np[perm], rng)).to(dev)

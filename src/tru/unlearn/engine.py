@@ -70,6 +70,7 @@ from tru.forget.spec import ForgetSpec
 from tru.models.base import Recommender
 from tru.train.sampler import NegativeSampler
 from tru.train.trainer import flushed_denormals
+from tru.unlearn.adam import Adam
 from tru.unlearn.bms import BranchScaler
 from tru.unlearn.config import UnlearnConfig
 from tru.unlearn.coupling import CoupledTargets, split_batch
@@ -368,9 +369,9 @@ def _run_engine(
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     names = list(named)
     split_grads = opts.bms or (opts.cli and cfg.retain_scope == "all")
-    optimizer = torch.optim.Adam(list(named.values()), lr=cfg.learning_rate)
+    optimizer = Adam(list(named.values()), lr=cfg.learning_rate)
     outside_opt = (
-        torch.optim.Adam(list(named.values()), lr=cfg.learning_rate * cfg.retain_lr_scale)
+        Adam(list(named.values()), lr=cfg.learning_rate * cfg.retain_lr_scale)
         if opts.cli and cfg.retain_scope == "all"
         else None
     )
