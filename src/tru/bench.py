@@ -89,8 +89,16 @@ from tru.forget.spec import ForgetSpec
 from tru.models import build_backbone
 from tru.runfolder import UNLEARN_FILE
 from tru.train.trainer import Trainer
-from tru.unlearn.api import UnlearnOutcome, prepare_start, run_unlearning, save_unlearned, unlearn_config
+from tru.unlearn.api import (
+    UnlearnOutcome,
+    apply_seed_noise,
+    prepare_start,
+    run_unlearning,
+    save_unlearned,
+    unlearn_config,
+)
 from tru.unlearn.engine import count_changed, snapshot
+from tru.unlearn.seed_noise import sample_pairs, seed_attack_auc
 from tru.utils import LOG, write_json
 
 VERDICTS = ("passed", "failed", "inconclusive")
@@ -296,6 +304,7 @@ class Bench:
         self.opts = AuditOptions(n_boot=cfg.n_boot)
         self._specs: dict[str, ForgetSpec] = {}
         self._cals: dict[str, MemoCalibration] = {}
+        self._noise: dict[str, float] = {}
         self.code_version = code_version()
 
     # -------------------------------------------------------------------------------- training
@@ -448,24 +457,44 @@ class Bench:
         self._cals[cell.name] = memo
         return memo
 
+    def seed_noise_auc(self, cell: Cell) -> float:
+        """The difference attack's AUC on the change of z from ``cell``'s original to its retrains (median
+        over the K; :func:`tru.unlearn.seed_noise.seed_attack_auc`): the seed-noise target of the cell
+        that takes ``cell`` as its partner (another forget set and original, as the retrain-free
+        verdict's calibration: a cell never aims at its own retrains)."""
+        if cell.name not in self._noise:
+            original = self.original(cell)
+            retrains = [mr.run.model for mr in self.retrains(cell, original)]
+            spec = self.spec(cell)
+            forget, held_out = sample_pairs(spec.forget, cell.seed), sample_pairs(spec.valid, cell.seed)
+            aucs = seed_attack_auc(original.run.model, retrains, forget, held_out)
+            self._noise[cell.name] = float(np.median(aucs))
+        return self._noise[cell.name]
+
     # ------------------------------------------------------------------------------- candidates
     def run_dir(self, cell: Cell, method: str) -> Path:
         return self.out / "runs" / cell.name / method
 
-    def candidate(self, cell: Cell, method: str, original: ModelRun) -> ModelRun:
+    def candidate(self, cell: Cell, method: str, original: ModelRun, partner: Cell | None = None) -> ModelRun:
         """The unlearned run folder of ``method`` (cached): ``run_unlearning`` from the original, or the
-        rebuild-only model."""
+        rebuild-only model. Where the backbone takes seed noise and ``--set seed_noise_auc`` was not
+        given, the target is the partner cell's (:meth:`seed_noise_auc`; none without a partner)."""
         spec = self.spec(cell)
         folder = self.run_dir(cell, method)
         if not _complete(folder):
             cfg = original.run.config
+            noise: dict[str, Any] = {}
+            takes_noise = unlearn_config(cfg, dict(self.cfg.unlearn)).seed_noise
+            if partner is not None and takes_noise and "seed_noise_auc" not in self.cfg.unlearn:
+                noise = {"seed_noise_auc": self.seed_noise_auc(partner)}
             tmp = _tmp(folder)
             if method == REBUILD_ONLY:
-                ucfg = unlearn_config(cfg, {**self.cfg.unlearn, "seed": cell.seed, "exact": True})
+                ucfg = unlearn_config(cfg, {**self.cfg.unlearn, **noise, "seed": cell.seed, "exact": True})
                 model = copy.deepcopy(original.run.model)
                 before = snapshot(model)
                 w0, c0 = time.perf_counter(), time.process_time()
                 exact = prepare_start(model, spec, ucfg)
+                noise = apply_seed_noise(model, original.run.model, spec, ucfg, exact)
                 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
                 report = {
                     "method": REBUILD_ONLY,
@@ -477,13 +506,14 @@ class Bench:
                     "no_update": True,
                     "stop_reason": "no update (rebuild only)",
                     "exact_rows": {name: len(rows) for name, rows in exact.items()},
+                    "seed_noise": noise.to_dict() if noise is not None else None,
                     "config": ucfg.to_dict(),
                     "spec": spec.summary(cell.ds.n_items),
                 }
                 outcome = UnlearnOutcome(REBUILD_ONLY, model, report, {})
             else:
                 name, over = METHODS[method]
-                ucfg = unlearn_config(cfg, {**self.cfg.unlearn, **over, "seed": cell.seed})
+                ucfg = unlearn_config(cfg, {**self.cfg.unlearn, **over, **noise, "seed": cell.seed})
                 c0 = time.process_time()
                 outcome = run_unlearning(name, original.run.model, cell.ds, spec, cfg, ucfg)
                 cpu = time.process_time() - c0
@@ -525,7 +555,7 @@ class Bench:
                 cands[m] = second
                 continue
             LOG.info("bench %s: %s", cell.name, m)
-            cands[m] = self.candidate(cell, m, original)
+            cands[m] = self.candidate(cell, m, original, partner)
         t_methods = time.perf_counter() - t0
         refused: dict[str, str] = {}
         for m, mr in cands.items():

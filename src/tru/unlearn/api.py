@@ -27,6 +27,7 @@ from tru.unlearn.config import UnlearnConfig
 from tru.unlearn.emulate import emulate_deleted_items, shared_emulation
 from tru.unlearn.engine import count_changed, run_engine, snapshot
 from tru.unlearn.methods import METHODS
+from tru.unlearn.seed_noise import SeedNoise, add_seed_noise, sample_pairs
 from tru.unlearn.targets import forget_target
 from tru.utils import LOG, write_json
 
@@ -61,6 +62,23 @@ def prepare_start(model: Recommender, spec: ForgetSpec, cfg: UnlearnConfig) -> d
     # interaction regimes the items only deleted pairs held
     rows |= emulate_deleted_items(model, spec.retain, np.unique(spec.forget.items), cfg.rows_seed)
     return rows
+
+
+def apply_seed_noise(
+    model: Recommender,
+    original: Recommender,
+    spec: ForgetSpec,
+    cfg: UnlearnConfig,
+    exact: dict[str, np.ndarray],
+) -> SeedNoise | None:
+    """With ``seed_noise`` on and a target known, give the start the difference-attack AUC a retrain
+    shows (:func:`tru.unlearn.seed_noise.add_seed_noise`, on seeded samples of D_f and of the retained
+    users' valid pairs; the exact part's rows keep their value). None when off, without a target, or
+    without D_f or valid pairs."""
+    if not cfg.seed_noise or cfg.seed_noise_auc <= 0 or len(spec.valid) == 0 or len(spec.forget) == 0:
+        return None
+    forget, held_out = sample_pairs(spec.forget, cfg.seed), sample_pairs(spec.valid, cfg.seed)
+    return add_seed_noise(model, original, forget, held_out, cfg.seed_noise_auc, exact, cfg.seed)
 
 
 def run_unlearning(
@@ -113,6 +131,7 @@ def run_unlearning(
         with shared_emulation():  # the proxy and the start share the emulated item rows
             target = forget_target(original, dataset, spec, cfg.rows_seed, cfg.item_target)
             exact = prepare_start(model, spec, cfg)
+        noise = apply_seed_noise(model, original, spec, cfg, exact)
         start = snapshot(model)
         res = run_engine(model, dataset, spec, cfg, mod.options(cfg), target, sensitivity, exact)
         changed = count_changed(before, model)
@@ -123,6 +142,7 @@ def run_unlearning(
             "best_step": res.best_step,
             "stop_reason": res.stop_reason,
             "exact_rows": {name: len(rows) for name, rows in exact.items()},
+            "seed_noise": noise.to_dict() if noise is not None else None,
             "forget_target": target.summary(),
             "check_seconds": res.check_seconds,
             "history": res.history,

@@ -53,6 +53,9 @@ class UnlearnConfig(Mapping[str, Any]):
     # the exact part (tru-method.md §7a)
     exact: bool
     exact_seed: Literal["independent", "model"]
+    # seed-scale noise on the start (tru.unlearn.seed_noise)
+    seed_noise: bool
+    seed_noise_auc: float
     # item regime: what retrain does to the target items for every user
     item_sink: bool
     item_sink_weight: float
