@@ -157,4 +157,35 @@ def test_cli_calibrate_then_certify(cert_world: CertWorld, tmp_path: Path, capsy
             str(cal_dir / "x"),
         ]
     )
-    assert rc == 2 and "overlaps --calibration" in capsys.readouterr().err
+    # the rule of every input folder (tru.outputs): --calibration is one
+    assert rc == 2 and "lies inside the input folder --calibration" in capsys.readouterr().err
+
+
+def test_unlearn_takes_the_seed_noise_of_a_calibration_that_covers_it(
+    cert_world: CertWorld, tmp_path: Path, capsys
+) -> None:
+    """The calibration records the retrains' difference-attack AUC on the change of z; ``tru unlearn
+    --calibration`` gives it to the start (here VBPR with ``seed_noise`` switched on); a calibration of
+    another regime, or one made before the measurement was recorded, is refused (exit 2, nothing written)."""
+    from tru.certify.binding import sign
+
+    w = cert_world
+    block = w.inter.calibration.document["seed_noise"]
+    assert len(block["aucs"]) == 3 and block["auc"] == pytest.approx(float(np.median(block["aucs"])))
+    assert block["auc"] > 0.5  # a retrain moves the deleted pairs' z more than held-out ones
+    base = ["unlearn", "--data", str(w.data), "--model", str(w.original), "--requests",
+            str(w.inter.requests_csv), "--set", "seed_noise=true", "--set", "max_steps=10"]  # fmt: skip
+    out = tmp_path / "noisy"
+    assert main([*base, "--calibration", str(w.inter.cal_dir), "--out", str(out)]) == 0, capsys.readouterr()
+    noise = json.loads((out / "unlearn.json").read_text())["seed_noise"]
+    assert noise["target_auc"] == pytest.approx(block["auc"])
+    # VBPR has no graph: its start is the original (attack AUC ½, below a retrain's): nothing to add
+    assert noise["auc_before"] == 0.5 and noise["sigma"] == 0.0 and noise["reached"]
+    assert main([*base, "--calibration", str(w.user.cal_dir), "--out", str(tmp_path / "x")]) == 2
+    assert "regime" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    old = tmp_path / "old-cal"
+    old.mkdir()
+    doc = {k: v for k, v in w.inter.calibration.document.items() if k not in ("seed_noise", "signature")}
+    (old / CAL_FILE).write_text(json.dumps(sign(doc)))
+    assert main([*base, "--calibration", str(old), "--out", str(tmp_path / "y")]) == 2
+    assert "no seed-noise measurement" in capsys.readouterr().err and not (tmp_path / "y").exists()

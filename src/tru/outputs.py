@@ -37,7 +37,7 @@ MARKER = ".tru-output"
 TRU_FILE_SUFFIXES = (".pt", ".json", ".png", ".html")
 TRU_SIGNATURE_FILES = ("run.json", "sensitivity.json", "certificate.json", "unlearn.json")
 #: ``args`` attributes naming input folders / input files of a command
-INPUT_DIR_FLAGS = ("data", "model", "original", "unlearned", "retrained", "path")
+INPUT_DIR_FLAGS = ("data", "model", "original", "unlearned", "retrained", "path", "calibration")
 INPUT_FILE_FLAGS = ("requests", "policy", "config", "sensitivity")  # a file flag naming a folder: a folder
 
 

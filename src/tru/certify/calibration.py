@@ -43,6 +43,10 @@ Artifact (``calibration.json``, format ``tru-calibration/1``, signed)::
                   table: [{model, reference, retrain, retrain_free}]}
     tolerances   {policy, retrain | retrain-free: {level, statistics: {name: {quantiles, quantile_plain,
                   null_median, null_max, floor, tolerance, floored, original_excess}}}}
+    seed_noise   {attack, aucs: [per retrain], auc (median), n_forget_pairs, n_held_out_pairs}: the
+                  difference attack's AUC on the change of z from the original to each retrain, what
+                  ``tru unlearn --calibration`` gives the start of a later deletion
+                  (:mod:`tru.unlearn.seed_noise`)
 
 The **agreement** (certification.md §5) decides whether a retrain-free pass may promote a model: every
 model the calibration holds (the original, each retrain, and the candidates, unlearning methods such as
@@ -77,6 +81,7 @@ from tru.certify.policy import Policy
 from tru.checkpoint import pairs_fingerprint, weights_sha256
 from tru.data.dataset import RecDataset
 from tru.forget.spec import ForgetSpec
+from tru.unlearn.seed_noise import sample_pairs, seed_attack_auc
 from tru.utils import git_commit
 
 CAL_FILE = "calibration.json"
@@ -188,6 +193,13 @@ class Calibration:
     @property
     def seeds(self) -> list[int]:
         return [int(s) for s in self.document["seeds"]]
+
+    @property
+    def seed_noise_auc(self) -> float | None:
+        """The retrains' difference-attack AUC on the change of z (the seed-noise target of a later
+        deletion); None for an artifact measured before it was recorded."""
+        block = self.document.get("seed_noise")
+        return float(block["auc"]) if block and block.get("auc") is not None else None
 
     @property
     def digest(self) -> str:
@@ -569,6 +581,15 @@ def calibrate(
             "retrain-free": _levels_b0(ev_f, design),
         },
         "null": null,
+    }
+    forget_s, held_s = sample_pairs(spec.forget, opts.seed), sample_pairs(spec.valid, opts.seed)
+    aucs = seed_attack_auc(o_run.model, [mr.run.model for mr in retrains], forget_s, held_s)
+    doc["seed_noise"] = {
+        "attack": "AUC of the change of z from the original, D_f against valid pairs",
+        "aucs": [_r(a) for a in aucs],
+        "auc": _r(float(np.median(aucs))),
+        "n_forget_pairs": len(forget_s),
+        "n_held_out_pairs": len(held_s),
     }
     cal = MemoCalibration(clean_json(doc))  # its tolerances serve the summary and the agreement below
     # what the default policy makes of it (a certificate recomputes with its own policy)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
@@ -21,21 +20,9 @@ def _seeds(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(s) for s in text.split(",") if s.strip())
 
 
-def _not_inside(out: str, other: str | None, flag: str) -> None:
-    """Refuse an ``--out`` that is, contains or lies inside an input folder given by ``flag``."""
-    from tru.commands.common import CLIError
-
-    if not other:
-        return
-    a, b = Path(os.path.realpath(out)), Path(os.path.realpath(other))
-    if a == b or b in a.parents or a in b.parents:
-        raise CLIError(f"--out {out} overlaps {flag} {other}: give a separate folder")
-
-
 def cmd_certify(args: argparse.Namespace) -> int:
     from tru.certify import run_certification
 
-    _not_inside(args.out, args.calibration, "--calibration")
     cert = run_certification(
         args.data,
         args.original,

@@ -36,6 +36,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     for f in config_files(args):
         files.update(read_yaml_file(f))
     cfg = unlearn_config(run.config, {**files, **over})
+    if getattr(args, "calibration", None):
+        from tru.steps.common import with_calibration
+
+        cfg = with_calibration(cfg, Path(args.calibration), dataset, spec, run)
     return dataset, run, spec, cfg
 
 
@@ -142,6 +146,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sensitivity",
         metavar="JSON|DIR",
         help="reuse the selection of a `tru sensitivity` run (its sensitivity.json) instead of probing",
+    )
+    un.add_argument(
+        "--calibration",
+        metavar="CAL_DIR",
+        help="a `tru calibrate` folder of this model and data: the start gets the seed noise a retrain "
+        "shows the difference attack (backbones with seed_noise on: MIG-GT)",
     )
     un.add_argument("--out", required=True, help="run folder for the unlearned model (+ unlearn.json)")
     un.set_defaults(func=cmd_unlearn)

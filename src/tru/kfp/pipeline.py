@@ -172,7 +172,7 @@ def build_pipeline(cfg: ClusterConfig = CLUSTER) -> Any:
         se = sensitivity(data=data, model=model, target_requests=target)
         un = unlearn(
             data=data, model=model, target_requests=target, sensitivity=se.outputs["report"], method=method,
-            max_steps=max_steps,
+            max_steps=max_steps, calibration=calibration,
         )  # fmt: skip
         ce = certify(
             data=data, original=model, unlearned=un.outputs["unlearned"], target_requests=target,

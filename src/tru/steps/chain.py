@@ -49,6 +49,7 @@ def run_chain(params: PipelineParams, work_dir: Path | str | None = None) -> dic
         method=p.method,
         max_steps=p.max_steps,
         sensitivity_dir=d["sensitivity"],
+        calibration=p.calibration,
     )
     certify.certify(
         data, model, d["unlearn"], target, d["certify"], policy=p.policy, retrain=p.retrain, seeds=p.seeds,

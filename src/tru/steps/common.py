@@ -61,3 +61,30 @@ def flat_metrics(tree: Any, prefix: str = "", depth: int = 3) -> dict[str, float
         elif isinstance(val, dict):
             out.update(flat_metrics(val, f"{name}.", depth - 1))
     return out
+
+
+def with_calibration(cfg: Any, folder: Path, dataset: RecDataset, spec: ForgetSpec, run: Any) -> Any:
+    """The unlearning config ``cfg`` (:class:`tru.unlearn.config.UnlearnConfig`) with the seed-noise
+    target of a ``tru calibrate`` folder (:mod:`tru.unlearn.seed_noise`), after checking that it covers
+    this data, model, regime and deletion size (:meth:`tru.certify.calibration.Calibration.check_applies`,
+    :class:`~tru.certify.output.CertifyError` otherwise). A target already set (``seed_noise_auc``) wins;
+    a backbone without seed noise ignores it; a calibration made before the measurement was recorded is
+    refused."""
+    from tru.certify.calibration import Calibration
+    from tru.certify.output import CertifyError
+    from tru.certify.policy import Policy
+    from tru.utils import LOG
+
+    cal = Calibration.load(folder)
+    cal.check_applies(dataset, spec, run.config, run.model.name, Policy())
+    if not cfg.seed_noise:
+        LOG.info("calibration %s: %s takes no seed noise (seed_noise: false)", folder, run.model.name)
+        return cfg
+    if cfg.seed_noise_auc > 0:
+        return cfg
+    if cal.seed_noise_auc is None:
+        raise CertifyError(
+            f"calibration {folder}: it holds no seed-noise measurement (made before it was recorded); run "
+            "`tru calibrate` again, or set seed_noise_auc"
+        )
+    return cfg.replace(seed_noise_auc=cal.seed_noise_auc)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tru.runfolder import PLAN_FILE, SENSITIVITY_FILE, UNLEARN_FILE, read_json
-from tru.steps.common import EMPTY_METHOD, copy_model, load_inputs, unlearn_cfg
+from tru.steps.common import EMPTY_METHOD, copy_model, load_inputs, unlearn_cfg, with_calibration
 from tru.steps.train import read_plan
 from tru.utils import LOG, write_json
 
@@ -22,6 +22,7 @@ def unlearn(
     max_steps: int = 0,
     overrides: dict[str, Any] | None = None,
     sensitivity_dir: Path | None = None,
+    calibration: str = "",
 ) -> dict[str, Any]:
     """Write the unlearned run folder (model.pt, run.json, metrics.json, unlearn.json, plan.json).
 
@@ -29,7 +30,9 @@ def unlearn(
     every check use D_r = D \\ rows(T), so requests forgotten earlier stay forgotten. ``method`` is the
     pipeline's (``tru``), a full ``retrain`` when the plan says a request is overdue. With nothing new to
     forget the start model passes through (method ``none``). ``sensitivity_dir``: the sensitivity step's
-    output, whose selection TRU uses instead of probing again."""
+    output, whose selection TRU uses instead of probing again. ``calibration``: the run's stored calibration
+    (a folder or a URI, as the certify step's), whose seed-noise target the start takes
+    (:func:`tru.steps.common.with_calibration`)."""
     from tru.checkpoint import Lineage, load_run
     from tru.unlearn.api import run_unlearning, save_unlearned
     from tru.utils import resolve_device
@@ -61,6 +64,14 @@ def unlearn(
         method = plan.method
     run = load_run(Path(model_dir), dataset, device=resolve_device("auto"), requests=requests)
     cfg = unlearn_cfg(run.config, {**(overrides or {}), "max_steps": max_steps or None})
+    if calibration and method != "retrain":
+        import tempfile
+
+        from tru.steps.certify import calibration_folder
+
+        with tempfile.TemporaryDirectory(prefix="tru-cal-") as tmp:
+            folder = calibration_folder(calibration, Path(tmp) / "cal")
+            cfg = with_calibration(cfg, folder, dataset, spec, run)
     extra: dict[str, Any] = {}
     sens = read_json(Path(sensitivity_dir) / SENSITIVITY_FILE) if sensitivity_dir else {}
     if sens.get("units") and _accepts(run_unlearning, "sensitivity"):

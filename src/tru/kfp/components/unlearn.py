@@ -16,11 +16,13 @@ def unlearn(
     max_steps: int,
     unlearned: Output[Model],
     metrics: Output[Metrics],
+    calibration: str = "",
 ) -> str:
     """Make a copy of the start model forget the run's requests with ``method`` (``tru``: ranking fusion
     gate, branch-wise modality scaling and capacity-aware layer isolation on the sensitivity task's
     selection; or ``retrain``, ``finetune``, ``gradient_ascent``, ``mmrecun``; a full retrain whatever the
-    method when a request is past its deadline); ``max_steps`` > 0 caps iterative methods. Outputs the
+    method when a request is past its deadline); ``max_steps`` > 0 caps iterative methods; ``calibration``
+    (a stored `tru calibrate` folder or URI, or empty) gives the start a retrain's seed noise. Outputs the
     unlearned run folder and its wall time, steps and parameters changed. Returns the stop reason."""
     from pathlib import Path
 
@@ -29,7 +31,7 @@ def unlearn(
 
     res = run(
         Path(data.path), Path(model.path), Path(target_requests.path), Path(unlearned.path),
-        method=method, max_steps=max_steps, sensitivity_dir=Path(sensitivity.path),
+        method=method, max_steps=max_steps, sensitivity_dir=Path(sensitivity.path), calibration=calibration,
     )  # fmt: skip
     unlearned.metadata.update({"method": res["method"], "stop_reason": res["stop_reason"]})
     for key in ("seconds", "steps", "params_changed"):
