@@ -104,3 +104,15 @@ def test_the_unlearning_report_says_what_the_noise_did(data) -> None:
     assert report["reached"] == (abs(report["auc"] - 0.55) <= 0.01)
     assert report["reached"] or report["sigma"] == 1.0
     assert on.report["params_changed"] > off.report["params_changed"]
+
+
+def test_a_deletion_of_users_takes_no_noise(data) -> None:
+    """The exact part already gives deleted users' pairs what a retrain leaves; noise aimed at them hurt
+    (seed_noise.attack_pairs)."""
+    from .test_unlearn_exact import user_spec
+
+    original, cfg = _trained(data, "miggt", epochs=2)
+    out = run_unlearning(
+        "tru", original, data, user_spec(data, np.arange(6)), cfg, _cfg(cfg, seed_noise_auc=0.6)
+    )
+    assert out.report["seed_noise"] is None

@@ -98,7 +98,8 @@ from tru.unlearn.api import (
     unlearn_config,
 )
 from tru.unlearn.engine import count_changed, snapshot
-from tru.unlearn.seed_noise import sample_pairs, seed_attack_auc
+from tru.unlearn.proxy import entity_mask
+from tru.unlearn.seed_noise import attack_pairs, seed_attack_auc
 from tru.utils import LOG, write_json
 
 VERDICTS = ("passed", "failed", "inconclusive")
@@ -465,10 +466,9 @@ class Bench:
         if cell.name not in self._noise:
             original = self.original(cell)
             retrains = [mr.run.model for mr in self.retrains(cell, original)]
-            spec = self.spec(cell)
-            forget, held_out = sample_pairs(spec.forget, cell.seed), sample_pairs(spec.valid, cell.seed)
+            forget, held_out = attack_pairs(self.spec(cell), cell.seed)
             aucs = seed_attack_auc(original.run.model, retrains, forget, held_out)
-            self._noise[cell.name] = float(np.median(aucs))
+            self._noise[cell.name] = float(np.median(aucs)) if aucs else 0.0
         return self._noise[cell.name]
 
     # ------------------------------------------------------------------------------- candidates
@@ -484,7 +484,8 @@ class Bench:
         if not _complete(folder):
             cfg = original.run.config
             noise: dict[str, Any] = {}
-            takes_noise = unlearn_config(cfg, dict(self.cfg.unlearn)).seed_noise
+            pairs = bool((~entity_mask(spec)).any())  # the noise aims at interaction pairs only
+            takes_noise = pairs and unlearn_config(cfg, dict(self.cfg.unlearn)).seed_noise
             if partner is not None and takes_noise and "seed_noise_auc" not in self.cfg.unlearn:
                 noise = {"seed_noise_auc": self.seed_noise_auc(partner)}
             tmp = _tmp(folder)

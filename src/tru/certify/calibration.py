@@ -43,8 +43,9 @@ Artifact (``calibration.json``, format ``tru-calibration/1``, signed)::
                   table: [{model, reference, retrain, retrain_free}]}
     tolerances   {policy, retrain | retrain-free: {level, statistics: {name: {quantiles, quantile_plain,
                   null_median, null_max, floor, tolerance, floored, original_excess}}}}
-    seed_noise   {attack, aucs: [per retrain], auc (median), n_forget_pairs, n_held_out_pairs}: the
-                  difference attack's AUC on the change of z from the original to each retrain, what
+    seed_noise   {attack, aucs: [per retrain], auc (median; null without interaction pairs),
+                  n_forget_pairs, n_held_out_pairs}: the difference attack's AUC on the change of z from
+                  the original to each retrain (D_f's interaction pairs against valid pairs), what
                   ``tru unlearn --calibration`` gives the start of a later deletion
                   (:mod:`tru.unlearn.seed_noise`)
 
@@ -81,7 +82,7 @@ from tru.certify.policy import Policy
 from tru.checkpoint import pairs_fingerprint, weights_sha256
 from tru.data.dataset import RecDataset
 from tru.forget.spec import ForgetSpec
-from tru.unlearn.seed_noise import sample_pairs, seed_attack_auc
+from tru.unlearn.seed_noise import attack_pairs, seed_attack_auc
 from tru.utils import git_commit
 
 CAL_FILE = "calibration.json"
@@ -582,12 +583,12 @@ def calibrate(
         },
         "null": null,
     }
-    forget_s, held_s = sample_pairs(spec.forget, opts.seed), sample_pairs(spec.valid, opts.seed)
+    forget_s, held_s = attack_pairs(spec, opts.seed)
     aucs = seed_attack_auc(o_run.model, [mr.run.model for mr in retrains], forget_s, held_s)
     doc["seed_noise"] = {
-        "attack": "AUC of the change of z from the original, D_f against valid pairs",
+        "attack": "AUC of the change of z from the original, D_f's interaction pairs against valid pairs",
         "aucs": [_r(a) for a in aucs],
-        "auc": _r(float(np.median(aucs))),
+        "auc": _r(float(np.median(aucs))) if aucs else None,
         "n_forget_pairs": len(forget_s),
         "n_held_out_pairs": len(held_s),
     }

@@ -27,7 +27,7 @@ from tru.unlearn.config import UnlearnConfig
 from tru.unlearn.emulate import emulate_deleted_items, shared_emulation
 from tru.unlearn.engine import count_changed, run_engine, snapshot
 from tru.unlearn.methods import METHODS
-from tru.unlearn.seed_noise import SeedNoise, add_seed_noise, sample_pairs
+from tru.unlearn.seed_noise import SeedNoise, add_seed_noise, attack_pairs
 from tru.unlearn.targets import forget_target
 from tru.utils import LOG, write_json
 
@@ -72,12 +72,15 @@ def apply_seed_noise(
     exact: dict[str, np.ndarray],
 ) -> SeedNoise | None:
     """With ``seed_noise`` on and a target known, give the start the difference-attack AUC a retrain
-    shows (:func:`tru.unlearn.seed_noise.add_seed_noise`, on seeded samples of D_f and of the retained
-    users' valid pairs; the exact part's rows keep their value). None when off, without a target, or
-    without D_f or valid pairs."""
-    if not cfg.seed_noise or cfg.seed_noise_auc <= 0 or len(spec.valid) == 0 or len(spec.forget) == 0:
+    shows (:func:`tru.unlearn.seed_noise.add_seed_noise`, on seeded samples of D_f's interaction pairs and
+    of the retained users' valid pairs, :func:`~tru.unlearn.seed_noise.attack_pairs`; the exact part's rows
+    keep their value). None when off, without a target, or without such pairs (a deletion of users or
+    items only)."""
+    if not cfg.seed_noise or cfg.seed_noise_auc <= 0:
         return None
-    forget, held_out = sample_pairs(spec.forget, cfg.seed), sample_pairs(spec.valid, cfg.seed)
+    forget, held_out = attack_pairs(spec, cfg.seed)
+    if len(forget) == 0 or len(held_out) == 0:
+        return None
     return add_seed_noise(model, original, forget, held_out, cfg.seed_noise_auc, exact, cfg.seed)
 
 

@@ -36,7 +36,9 @@ import numpy as np
 import torch
 
 from tru.data.dataset import Pairs
+from tru.forget.spec import ForgetSpec
 from tru.models.base import Recommender
+from tru.unlearn.proxy import entity_mask
 
 SAMPLE_PAIRS = 3000
 #: at most as much noise as each tensor's own spread: beyond, the start is another model
@@ -61,6 +63,17 @@ class SeedNoise:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def attack_pairs(spec: ForgetSpec, seed: int) -> tuple[Pairs, Pairs]:
+    """(D_f's interaction pairs, valid pairs), seeded samples of each: what the attack compares. Pairs
+    of deleted users and target items are left out: the exact part already gives them what a retrain
+    leaves (a deleted user's row at its untrained value moves every one of its scores), and noise aimed at
+    them hurt (MIG-GT, MovieLens-100K, 5 % users, seed 12: σ 0.5 took the interaction-level MIA gap to
+    0.167 against a tolerance of 0.044; without noise it passed). A deletion of users or items alone has
+    no pair to aim at: no noise."""
+    interaction = spec.forget.subset(~entity_mask(spec))
+    return sample_pairs(interaction, seed), sample_pairs(spec.valid, seed)
 
 
 def sample_pairs(pairs: Pairs, seed: int, n: int = SAMPLE_PAIRS) -> Pairs:
@@ -120,7 +133,10 @@ def seed_attack_auc(
     original: Recommender, retrains: list[Recommender], forget: Pairs, held_out: Pairs
 ) -> list[float]:
     """Per retrain (trained without ``forget``), the Δz attack AUC from ``original``: what
-    :func:`add_seed_noise` aims at on another forget set of the same model and data."""
+    :func:`add_seed_noise` aims at on another forget set of the same model and data. Empty without
+    pairs on either side."""
+    if len(forget) == 0 or len(held_out) == 0:
+        return []
     attack = _Attack(original, forget, held_out)
     return [attack(r) for r in retrains]
 
