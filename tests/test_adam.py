@@ -15,11 +15,16 @@ def _params(seed: int) -> list[torch.Tensor]:
     return [torch.randn(7, 5, generator=g).requires_grad_(), torch.randn(3, generator=g).requires_grad_()]
 
 
+@pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
-def test_the_same_floats_as_torch_adam_with_skipped_parameters_and_a_new_rate(weight_decay: float) -> None:
+def test_the_same_floats_as_torch_adam_with_skipped_parameters_and_a_new_rate(
+    weight_decay: float, foreach: bool
+) -> None:
+    """Both paths: single-tensor (torch's default on CPU) and foreach (its default on CUDA, checked here on
+    CPU kernels)."""
     ours, theirs = _params(0), _params(0)
-    opt_ours = Adam(ours, lr=0.01, weight_decay=weight_decay)
-    opt_theirs = torch.optim.Adam(theirs, lr=0.01, weight_decay=weight_decay)
+    opt_ours = Adam(ours, lr=0.01, weight_decay=weight_decay, foreach=foreach)
+    opt_theirs = torch.optim.Adam(theirs, lr=0.01, weight_decay=weight_decay, foreach=foreach)
     g = torch.Generator().manual_seed(1)
     for step in range(30):
         if step == 12:  # emulate.py changes the rate between epochs

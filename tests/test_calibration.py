@@ -183,6 +183,12 @@ def test_unlearn_takes_the_seed_noise_of_a_calibration_that_covers_it(
     assert noise["auc_before"] == 0.5 and noise["sigma"] == 0.0 and noise["reached"]
     assert main([*base, "--calibration", str(w.user.cal_dir), "--out", str(tmp_path / "x")]) == 2
     assert "regime" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    # a user deletion with its own regime's calibration: applies, and there is no interaction pair to aim at
+    assert w.user.calibration.document["seed_noise"]["auc"] is None
+    user = [*base[:5], "--requests", str(w.user.requests_csv), *base[7:]]
+    user += ["--calibration", str(w.user.cal_dir), "--out", str(tmp_path / "u")]
+    assert main(user) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "u" / "unlearn.json").read_text())["seed_noise"] is None
     old = tmp_path / "old-cal"
     old.mkdir()
     doc = {k: v for k, v in w.inter.calibration.document.items() if k not in ("seed_noise", "signature")}

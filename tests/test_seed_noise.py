@@ -53,6 +53,8 @@ def test_the_start_reaches_the_target_auc_and_the_exact_rows_keep_their_value(da
     kept = start.user_embedding.weight[:4].clone()
     noise = add_seed_noise(start, original, forget, held_out, target, exact, seed=5)
     assert noise.reached and 0 < noise.sigma < 1 and noise.auc_before == pytest.approx(before)
+    out_of_reach = add_seed_noise(copy.deepcopy(start), original, forget, held_out, 0.5, exact, seed=5)
+    assert out_of_reach.sigma == 1.0 and not out_of_reach.reached and out_of_reach.auc > 0.51
     assert abs(noise.auc - target) <= 0.01, noise
     assert attack(start) == pytest.approx(noise.auc)  # the model holds that σ
     assert torch.equal(kept, start.user_embedding.weight[:4])

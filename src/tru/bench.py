@@ -30,9 +30,10 @@ The original is audited as a candidate on its statistics alone (the binding chec
 since it has not forgotten the requests); with the original trained on D, a statistics-only "passed" is
 impossible by construction (it would make the audit powerless: ``inconclusive``).
 
-**Timing.** ``seconds``: ``run_unlearning``'s own wall clock (from after the optimiser warm-up to the
-returned model: the forget target, the rebuild, the exact part, the probe, the updates and checks; not
-process start-up, loading, the final metrics or the audit); for a retrain the same clock around model
+**Timing.** ``seconds``: ``run_unlearning``'s own wall clock (to the returned model: the forget target,
+the rebuild, the exact part, the seed noise, the probe, the updates and checks; not process start-up,
+loading, the final metrics or the audit; a retrain's clock starts after a throw-away ``torch.optim.Adam``
+has paid its one-off ``torch._dynamo`` import); for a retrain the same clock around model
 construction + training with early stopping (every epoch's validation and the final test evaluation
 included); rebuild-only: the rebuild and the exact part. ``cpu_seconds``: process CPU time around the same
 call (one thread: ``OMP_NUM_THREADS=1``; less sensitive to other load on a shared machine than wall time).

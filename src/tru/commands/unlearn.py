@@ -36,7 +36,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     for f in config_files(args):
         files.update(read_yaml_file(f))
     cfg = unlearn_config(run.config, {**files, **over})
-    if getattr(args, "calibration", None):
+    if getattr(args, "calibration", None) and getattr(args, "method", "tru") != "retrain":  # as the pipeline
         from tru.steps.common import with_calibration
 
         cfg = with_calibration(cfg, Path(args.calibration), dataset, spec, run)

@@ -67,24 +67,32 @@ def with_calibration(cfg: Any, folder: Path, dataset: RecDataset, spec: ForgetSp
     """The unlearning config ``cfg`` (:class:`tru.unlearn.config.UnlearnConfig`) with the seed-noise
     target of a ``tru calibrate`` folder (:mod:`tru.unlearn.seed_noise`), after checking that it covers
     this data, model, regime and deletion size (:meth:`tru.certify.calibration.Calibration.check_applies`,
-    :class:`~tru.certify.output.CertifyError` otherwise). A target already set (``seed_noise_auc``) wins;
-    a backbone without seed noise ignores it; a calibration made before the measurement was recorded is
-    refused."""
+    :class:`~tru.certify.output.CertifyError` otherwise; the number of retrains is the certificate's
+    business, not this target's). A target already set (``seed_noise_auc``) wins; a backbone without seed
+    noise, and a deletion without interaction pairs (the noise aims at none), take nothing from it; a
+    calibration made before the measurement was recorded is refused where it would be used."""
+    import dataclasses
+
     from tru.certify.calibration import Calibration
     from tru.certify.output import CertifyError
     from tru.certify.policy import Policy
+    from tru.unlearn.seed_noise import attack_pairs
     from tru.utils import LOG
 
     cal = Calibration.load(folder)
-    cal.check_applies(dataset, spec, run.config, run.model.name, Policy())
-    if not cfg.seed_noise:
-        LOG.info("calibration %s: %s takes no seed noise (seed_noise: false)", folder, run.model.name)
+    cal.check_applies(
+        dataset, spec, run.config, run.model.name, dataclasses.replace(Policy(), min_calibration_retrains=1)
+    )
+    if not cfg.seed_noise or cfg.seed_noise_auc > 0 or len(attack_pairs(spec, cfg.seed)[0]) == 0:
+        LOG.info(
+            "calibration %s: no seed-noise target taken (off, already set, or no interaction pairs)", folder
+        )
         return cfg
-    if cfg.seed_noise_auc > 0:
-        return cfg
-    if cal.seed_noise_auc is None:
+    if "seed_noise" not in cal.document:
         raise CertifyError(
             f"calibration {folder}: it holds no seed-noise measurement (made before it was recorded); run "
             "`tru calibrate` again, or set seed_noise_auc"
         )
+    if cal.seed_noise_auc is None:  # (a calibration of this regime with no interaction pair: none exists)
+        return cfg
     return cfg.replace(seed_noise_auc=cal.seed_noise_auc)

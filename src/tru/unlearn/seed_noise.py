@@ -58,7 +58,7 @@ class SeedNoise:
     n_forget_pairs: int
     n_held_out_pairs: int
     evaluations: int
-    #: False when even σ = MAX_SIGMA left the AUC above the target (the start then has that much noise)
+    #: |auc − target| within the tolerance (False: σ = MAX_SIGMA left it above, or the evaluations ran out)
     reached: bool
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,19 +183,21 @@ def add_seed_noise(
 
     lo, hi, evaluations = 0.0, MAX_SIGMA / 4, 2
     auc = auc_at(hi)
-    while auc > target_auc and hi < MAX_SIGMA:  # bracket: double until at or below (σ ≤ MAX_SIGMA)
+    while auc > target_auc + tolerance and hi < MAX_SIGMA:  # bracket: double until within or below
         lo, hi = hi, min(hi * 2, MAX_SIGMA)
         auc = auc_at(hi)
         evaluations += 1
-    sigma = hi
-    if auc > target_auc:  # out of reach: the most noise allowed, and the report says so
-        return SeedNoise(target_auc, sigma, before, auc, len(forget), len(held_out), evaluations, False)
-    while abs(auc - target_auc) > tolerance and evaluations < max_evaluations:
-        sigma = (lo + hi) / 2
-        auc = auc_at(sigma)
-        evaluations += 1
-        if auc > target_auc:
-            lo = sigma
+    # σ = hi is within the tolerance, below the target (too much noise: bisect towards lo) or MAX_SIGMA
+    sigma, at = hi, hi
+    while auc < target_auc - tolerance and evaluations < max_evaluations:
+        mid = (lo + hi) / 2
+        found = auc_at(mid)
+        at, evaluations = mid, evaluations + 1
+        if found > target_auc + tolerance:
+            lo = mid  # too little noise
         else:
-            hi = sigma
-    return SeedNoise(target_auc, sigma, before, auc, len(forget), len(held_out), evaluations, True)
+            hi, sigma, auc = mid, mid, found
+    if at != sigma:  # the last σ tried had too little noise: back to the best one
+        auc = auc_at(sigma)
+    reached = abs(auc - target_auc) <= tolerance
+    return SeedNoise(target_auc, sigma, before, auc, len(forget), len(held_out), evaluations, reached)
