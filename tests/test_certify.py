@@ -496,3 +496,20 @@ def test_a_retrain_that_is_not_genuine_is_refused(cert_world: CertWorld) -> None
     spec = resolve_requests(w.ds, [*read_requests(w.inter.requests_csv), extra], strict=False)
     with pytest.raises(CertifyError, match=r"has forgotten 240 request.*not the 241"):
         certify(w.ds, spec, w.original, w.tuned, options=CertWorld.options())
+
+
+def test_a_start_with_seed_noise_is_said(cert_world: CertWorld) -> None:
+    """A candidate whose start carried seed noise (tru.unlearn.seed_noise) and that then changed nothing is
+    still 'rebuild only', and the certificate, its notes and its report say the start was noised."""
+    import dataclasses
+
+    from tru.certify import open_run
+
+    w = cert_world
+    tuned = open_run(w.tuned, w.ds, requests=w.inter.spec.requests)
+    meta = {**(tuned.unlearn or {}), "no_update": True, "seed_noise": {"sigma": 0.3, "target_auc": 0.66}}
+    cert = _certify(w, "inter", dataclasses.replace(tuned, unlearn=meta))
+    assert cert.rebuild_only and cert["update"]["seed_noise_sigma"] == 0.3
+    assert any("seed noise (σ 0.3" in n for n in cert["notes"])
+    plain = _certify(w, "inter", tuned)
+    assert plain["update"]["seed_noise_sigma"] == 0.0 and "seed noise" not in plain["update"]["why"]

@@ -41,7 +41,7 @@ Document (``certificate.json``, format ``tru-certificate/2``; typed by
     calibration     {sha256, folder, k, seeds, regime, forget_set, coverage, n_boot, same_forget_set,
                      level} | null
     update          {label: updated | rebuild only | unchanged, rebuild_only, params_changed_measured,
-                     params_changed_vs_rebuilt, why}
+                     params_changed_vs_rebuilt, seed_noise_sigma (0: none), why}
     checks, policy, dataset, original, unlearned, retrained, second_retrained, reference, closeness,
     efficiency, mia, user_mia, audit, notes, code_version, created_at, certify_seconds, signature
 
@@ -273,10 +273,16 @@ def update_label(original: ModelRun, unlearned: ModelRun, spec: ForgetSpec, n_it
     """What the unlearning did to the parameters: ``unchanged`` (the original itself, already trained on
     D_r), ``rebuild only`` (the original's parameters, or the original after the rebuild from D_r and the
     exact part's reset of the rows retrain never trains, with no update on top; or ``unlearn.json``
-    reports ``no_update``), or ``updated``."""
+    reports ``no_update``), or ``updated``; ``why`` says so, and names the seed noise the start carries
+    (``unlearn.json``'s ``seed_noise``), which the label does not count as an update."""
     measured = _changed_params(original.run.model, unlearned.run.model)
     meta = unlearned.unlearn or {}
-    out: dict[str, Any] = {"params_changed_measured": measured, "params_changed_vs_rebuilt": None}
+    sigma = float((meta.get("seed_noise") or {}).get("sigma") or 0.0)
+    out: dict[str, Any] = {
+        "params_changed_measured": measured,
+        "params_changed_vs_rebuilt": None,
+        "seed_noise_sigma": sigma,
+    }
     already = pairs_fingerprint(original.run.train, n_items) == pairs_fingerprint(spec.retain, n_items)
     if measured == 0:
         label = "unchanged" if already else REBUILD_ONLY
@@ -294,6 +300,8 @@ def update_label(original: ModelRun, unlearned: ModelRun, spec: ForgetSpec, n_it
             label, why = REBUILD_ONLY, "unlearn.json reports no_update (every update rolled back)"
         else:
             label, why = "updated", "parameters moved beyond the rebuild"
+    if sigma > 0:
+        why += f"; the start carries seed noise (σ {sigma:.3g} × the tensors' spread, tru.unlearn.seed_noise)"
     return out | {"label": label, "rebuild_only": label == REBUILD_ONLY, "why": why}
 
 
@@ -665,8 +673,8 @@ def certify(
     measured = update["params_changed_measured"]
     blocks["unlearned"]["params_changed_measured"] = measured
     blocks["unlearned"]["update"] = update["label"]
-    if update["rebuild_only"]:
-        notes.append(f"the candidate is labelled '{REBUILD_ONLY}': {update['why']}")
+    if update["rebuild_only"] or update["seed_noise_sigma"] > 0:
+        notes.append(f"the candidate is labelled '{update['label']}': {update['why']}")
     if retrained is not None:
         blocks["retrained"]["seconds"] = _training_seconds(retrained)
         ref_sec, ref_src = blocks["retrained"]["seconds"], "retrained"

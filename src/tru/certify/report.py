@@ -376,7 +376,8 @@ def render_html(cert: dict[str, Any], images: dict[str, bytes]) -> str:
         f"Tolerances: <b>{_esc(cert.get('tolerances', ''))}</b>. "
         f"Regime: {_esc(cert['regime'])}. Backbone: {_esc(cert['unlearned'].get('backbone'))}. "
         f"Method: {_esc(cert['unlearned'].get('method'))}; update: "
-        f"<b>{_esc((cert.get('update') or {}).get('label', ''))}</b>. "
+        f"<b>{_esc((cert.get('update') or {}).get('label', ''))}</b>"
+        f"{_seed_noise_text(cert.get('update') or {})}. "
         f"Created {_esc(cert['created_at'])}.</p>",
     ]
     if cert["reference"]["kind"] != "retrain":
@@ -486,3 +487,9 @@ def build_images(
     else:
         notes.append("branch-scale plot omitted: unlearn.json has no alpha_history (not a TRU run?)")
     return images
+
+
+def _seed_noise_text(update: dict[str, Any]) -> str:
+    """Say so when the candidate's start carried seed noise (tru.unlearn.seed_noise)."""
+    sigma = float(update.get("seed_noise_sigma") or 0.0)
+    return f", start with seed noise σ {sigma:.3g}" if sigma > 0 else ""
