@@ -104,3 +104,16 @@ def test_without_a_key_nothing_is_remembered_and_no_key_is_made(
     load_dataset(tiny_dir)
     load_dataset(tiny_dir)
     assert len(suite_runs) == 2 and not key_file.exists() and not cache.exists()
+
+
+def test_tru_data_validate_runs_the_suite_and_leaves_the_stamp(
+    tiny_dir: Path, cache: Path, suite_runs
+) -> None:
+    """``tru data validate`` always checks (that is what it is for), and a pass spares the next load."""
+    from tru.cli import main
+
+    assert main(["data", "validate", str(tiny_dir)]) == 0
+    assert main(["data", "validate", str(tiny_dir)]) == 0
+    assert len(suite_runs) == 2 and [p.name for p in cache.iterdir()] == [fingerprint(tiny_dir)]
+    load_dataset(tiny_dir)
+    assert len(suite_runs) == 2

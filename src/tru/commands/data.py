@@ -31,9 +31,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from tru.data.validate import validate_dataset
+    from tru.data.dataset import validate_and_remember
 
-    report = validate_dataset(Path(args.dir))
+    report = validate_and_remember(Path(args.dir))  # always runs the suite; a pass leaves the stamp
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.render())
     return 0 if report.success else EXIT_INVALID
 

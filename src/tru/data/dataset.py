@@ -383,10 +383,24 @@ def _check_ids_inside(ids: np.ndarray, n: int, column: str, path: Path, field_na
         )
 
 
+def validate_and_remember(folder: Path, before: str | None = None) -> Any:
+    """Run the Great Expectations suite on ``folder`` and return its report; a pass of bytes that did not
+    change while they were checked is remembered (:mod:`tru.data.validation_cache`). ``before``: the
+    folder's fingerprint taken earlier (computed here when not given)."""
+    from tru.data.validate import validate_dataset
+    from tru.data.validation_cache import fingerprint, remember_valid
+
+    before = fingerprint(folder) if before is None else before
+    report = validate_dataset(folder)
+    if report.success and before is not None and fingerprint(folder) == before:
+        remember_valid(before, report.checked)
+    return report
+
+
 def _validate_once(folder: Path) -> None:
     """Raise a :class:`DataError` carrying the Great Expectations report unless the folder's exact bytes
     passed validation before (:mod:`tru.data.validation_cache`); remember a pass."""
-    from tru.data.validation_cache import fingerprint, remember_valid, seen_valid
+    from tru.data.validation_cache import fingerprint, seen_valid
 
     before = fingerprint(folder)
     if seen_valid(before):
@@ -394,13 +408,9 @@ def _validate_once(folder: Path) -> None:
             "dataset %s: these contents passed validation before; checks not repeated", folder
         )
         return
-    from tru.data.validate import validate_dataset
-
-    report = validate_dataset(folder)
+    report = validate_and_remember(folder, before)
     if not report.success:
         raise DataError(report.render())
-    if before is not None and fingerprint(folder) == before:  # unchanged while it was checked
-        remember_valid(before, report.checked)
 
 
 def load_dataset(folder: Path | str, validate: bool = True) -> RecDataset:
