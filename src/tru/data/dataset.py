@@ -383,14 +383,17 @@ def _check_ids_inside(ids: np.ndarray, n: int, column: str, path: Path, field_na
         )
 
 
-def validate_and_remember(folder: Path, before: str | None = None) -> Any:
+_NOT_TAKEN = "not taken"
+
+
+def validate_and_remember(folder: Path, before: str | None = _NOT_TAKEN) -> Any:
     """Run the Great Expectations suite on ``folder`` and return its report; a pass of bytes that did not
     change while they were checked is remembered (:mod:`tru.data.validation_cache`). ``before``: the
-    folder's fingerprint taken earlier (computed here when not given)."""
+    folder's fingerprint taken earlier (None: no stamp can be kept; taken here when not given)."""
     from tru.data.validate import validate_dataset
     from tru.data.validation_cache import fingerprint, remember_valid
 
-    before = fingerprint(folder) if before is None else before
+    before = fingerprint(folder) if before == _NOT_TAKEN else before
     report = validate_dataset(folder)
     if report.success and before is not None and fingerprint(folder) == before:
         remember_valid(before, report.checked)
