@@ -106,6 +106,17 @@ def tiny_dir(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny dataset, written and loaded once per test module (the unlearning tests' world)."""
+    from tru.data.dataset import load_dataset, write_dataset
+
+    df, feats = make_tiny_frame()
+    folder = tmp_path_factory.mktemp("tiny-data") / "tiny"
+    write_dataset(folder, "tiny", df, feats)
+    return load_dataset(folder, validate=False)
+
+
 @pytest.fixture
 def tiny(tiny_dir: Path):
     from tru.data.dataset import load_dataset

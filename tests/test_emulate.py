@@ -19,7 +19,7 @@ from tru.unlearn.emulate import can_emulate, emulate_deleted_items
 from tru.unlearn.proxy import reinit_proxy
 from tru.unlearn.targets import forget_target
 
-from .test_unlearn_exact import data, item_spec  # noqa: F401  (module fixture)
+from .test_unlearn_exact import item_spec
 
 EPOCHS = 12
 
@@ -30,7 +30,7 @@ def _config(**over):
 
 
 @pytest.fixture(scope="module")
-def trained(data):  # noqa: F811
+def trained(data):
     cfg = _config()
     model = build_backbone("mgcn", data, cfg)
     Trainer(model, data, cfg, log=lambda _s: None).fit()
@@ -38,12 +38,12 @@ def trained(data):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def spec(data):  # noqa: F811
+def spec(data):
     counts = np.bincount(data.train.items, minlength=data.n_items)
     return item_spec(data, np.argsort(-counts)[5:13])  # 8 well-interacted items: a lot to forget
 
 
-def test_trainer_and_checkpoint_record_the_epochs(trained, data, tmp_path) -> None:  # noqa: F811
+def test_trainer_and_checkpoint_record_the_epochs(trained, data, tmp_path) -> None:
     model, cfg = trained
     assert model.trained_epochs is not None and 1 <= model.trained_epochs <= EPOCHS
     save_run(tmp_path / "run", model, cfg, data)
@@ -87,7 +87,7 @@ def test_emulation_moves_only_the_deleted_items_rows(trained, spec) -> None:
     assert torch.equal(again.item_id_embedding.weight, model.item_id_embedding.weight)
 
 
-def test_the_emulated_start_ranks_deleted_items_as_retrain_does(trained, data, spec) -> None:  # noqa: F811
+def test_the_emulated_start_ranks_deleted_items_as_retrain_does(trained, data, spec) -> None:
     """The point of the emulation: the deleted pairs' rank percentiles of the emulated start are closer to a
     retrained model's than those of the rebuilt original (memorised rows) and of rows merely reset to
     their initial values (what retraining starts from, before its negative-only updates)."""
@@ -112,7 +112,7 @@ def test_the_emulated_start_ranks_deleted_items_as_retrain_does(trained, data, s
     assert d_emulated < wasserstein1(pct(reset), ref)
 
 
-def test_tru_starts_from_the_proxy_and_keeps_the_emulated_rows(trained, data, spec) -> None:  # noqa: F811
+def test_tru_starts_from_the_proxy_and_keeps_the_emulated_rows(trained, data, spec) -> None:
     """The candidate's start and the retrain-free reference are the same model on the deleted items, so
     the item regime needs no sink term; the engine leaves the emulated rows alone."""
     model, cfg = trained
@@ -126,7 +126,7 @@ def test_tru_starts_from_the_proxy_and_keeps_the_emulated_rows(trained, data, sp
     assert out.report["exact_rows"]["item_id_embedding.weight"] == len(spec.items)
 
 
-def test_without_a_training_record_nothing_is_emulated(trained, data, spec) -> None:  # noqa: F811
+def test_without_a_training_record_nothing_is_emulated(trained, data, spec) -> None:
     """A checkpoint that does not say how long it was trained: the rows keep the original's values and the
     item regime falls back to the sink term."""
     model = copy.deepcopy(trained[0])
@@ -139,7 +139,7 @@ def test_without_a_training_record_nothing_is_emulated(trained, data, spec) -> N
     assert forget_target(model, data, spec, 5, "auto").sink
 
 
-def test_a_user_deletion_emulates_the_items_only_deleted_users_held(trained, data) -> None:  # noqa: F811
+def test_a_user_deletion_emulates_the_items_only_deleted_users_held(trained, data) -> None:
     """User regime: an item whose every train interaction belongs to deleted users is an isolated node of
     the retrained model too; its rows are emulated, the other items' rows are left alone."""
     from .test_unlearn_exact import user_spec
@@ -159,7 +159,7 @@ def test_a_user_deletion_emulates_the_items_only_deleted_users_held(trained, dat
     assert not torch.equal(start.item_id_embedding.weight[item], model.item_id_embedding.weight[item])
 
 
-def test_the_proxy_and_the_start_share_one_emulation(trained, data, spec, monkeypatch) -> None:  # noqa: F811
+def test_the_proxy_and_the_start_share_one_emulation(trained, data, spec, monkeypatch) -> None:
     """The retrain-free target's proxy and the candidate's start need the same emulated rows: one run of the
     emulation serves both (it is most of the item regime's cost)."""
     from tru.unlearn import emulate

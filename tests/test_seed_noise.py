@@ -12,18 +12,7 @@ import torch
 from tru.unlearn.api import prepare_start, run_unlearning, unlearn_config
 from tru.unlearn.seed_noise import _Attack, add_seed_noise, sample_pairs, seed_attack_auc, shift_auc
 
-from .conftest import make_tiny_frame
 from .test_unlearn_exact import _cfg, _trained
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from tru.data.dataset import load_dataset, write_dataset
-
-    df, feats = make_tiny_frame()
-    folder = tmp_path_factory.mktemp("seed-noise") / "tiny"
-    write_dataset(folder, "tiny", df, feats)
-    return load_dataset(folder, validate=False)
 
 
 def interaction_spec(ds, n: int, seed: int = 0):

@@ -20,18 +20,6 @@ from tru.unlearn.api import run_unlearning, unlearn_config
 from tru.unlearn.config import UnlearnConfig
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from tru.data.dataset import load_dataset, write_dataset
-
-    from .conftest import make_tiny_frame
-
-    df, feats = make_tiny_frame()
-    folder = tmp_path_factory.mktemp("exact") / "tiny"
-    write_dataset(folder, "tiny", df, feats)
-    return load_dataset(folder, validate=False)
-
-
 def _trained(ds, backbone: str, epochs: int = 3, seed: int = 3):
     cfg = load_config(
         backbone, overrides={"epochs": epochs, "seed": seed, "train_batch_size": 256, "device": "cpu"}

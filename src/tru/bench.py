@@ -99,8 +99,7 @@ from tru.unlearn.api import (
     unlearn_config,
 )
 from tru.unlearn.engine import count_changed, snapshot
-from tru.unlearn.proxy import entity_mask
-from tru.unlearn.seed_noise import attack_pairs, seed_attack_auc
+from tru.unlearn.seed_noise import RetrainAttack, aims_at
 from tru.utils import LOG, write_json
 
 VERDICTS = ("passed", "failed", "inconclusive")
@@ -467,9 +466,8 @@ class Bench:
         if cell.name not in self._noise:
             original = self.original(cell)
             retrains = [mr.run.model for mr in self.retrains(cell, original)]
-            forget, held_out = attack_pairs(self.spec(cell), cell.seed)
-            aucs = seed_attack_auc(original.run.model, retrains, forget, held_out)
-            self._noise[cell.name] = float(np.median(aucs)) if aucs else 0.0
+            auc = RetrainAttack.measure(original.run.model, retrains, self.spec(cell), cell.seed).auc
+            self._noise[cell.name] = 0.0 if auc is None else auc
         return self._noise[cell.name]
 
     # ------------------------------------------------------------------------------- candidates
@@ -485,8 +483,7 @@ class Bench:
         if not _complete(folder):
             cfg = original.run.config
             noise: dict[str, Any] = {}
-            pairs = bool((~entity_mask(spec)).any())  # the noise aims at interaction pairs only
-            takes_noise = pairs and unlearn_config(cfg, dict(self.cfg.unlearn)).seed_noise
+            takes_noise = aims_at(spec) and unlearn_config(cfg, dict(self.cfg.unlearn)).seed_noise
             if partner is not None and takes_noise and "seed_noise_auc" not in self.cfg.unlearn:
                 noise = {"seed_noise_auc": self.seed_noise_auc(partner)}
             tmp = _tmp(folder)
@@ -496,7 +493,7 @@ class Bench:
                 before = snapshot(model)
                 w0, c0 = time.perf_counter(), time.process_time()
                 exact = prepare_start(model, spec, ucfg)
-                noise = apply_seed_noise(model, original.run.model, spec, ucfg, exact)
+                noised = apply_seed_noise(model, original.run.model, spec, ucfg, exact)
                 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
                 report = {
                     "method": REBUILD_ONLY,
@@ -508,7 +505,7 @@ class Bench:
                     "no_update": True,
                     "stop_reason": "no update (rebuild only)",
                     "exact_rows": {name: len(rows) for name, rows in exact.items()},
-                    "seed_noise": noise.to_dict() if noise is not None else None,
+                    "seed_noise": noised.to_dict() if noised is not None else None,
                     "config": ucfg.to_dict(),
                     "spec": spec.summary(cell.ds.n_items),
                 }

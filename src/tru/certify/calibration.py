@@ -82,7 +82,7 @@ from tru.certify.policy import Policy
 from tru.checkpoint import pairs_fingerprint, weights_sha256
 from tru.data.dataset import RecDataset
 from tru.forget.spec import ForgetSpec
-from tru.unlearn.seed_noise import attack_pairs, seed_attack_auc
+from tru.unlearn.seed_noise import RetrainAttack
 from tru.utils import git_commit
 
 CAL_FILE = "calibration.json"
@@ -583,14 +583,13 @@ def calibrate(
         },
         "null": null,
     }
-    forget_s, held_s = attack_pairs(spec, opts.seed)
-    aucs = seed_attack_auc(o_run.model, [mr.run.model for mr in retrains], forget_s, held_s)
+    attack = RetrainAttack.measure(o_run.model, [mr.run.model for mr in retrains], spec, opts.seed)
     doc["seed_noise"] = {
         "attack": "AUC of the change of z from the original, D_f's interaction pairs against valid pairs",
-        "aucs": [_r(a) for a in aucs],
-        "auc": _r(float(np.median(aucs))) if aucs else None,
-        "n_forget_pairs": len(forget_s),
-        "n_held_out_pairs": len(held_s),
+        "aucs": [_r(a) for a in attack.aucs],
+        "auc": _r(attack.auc) if attack.auc is not None else None,
+        "n_forget_pairs": attack.n_forget_pairs,
+        "n_held_out_pairs": attack.n_held_out_pairs,
     }
     cal = MemoCalibration(clean_json(doc))  # its tolerances serve the summary and the agreement below
     # what the default policy makes of it (a certificate recomputes with its own policy)

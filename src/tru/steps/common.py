@@ -76,14 +76,14 @@ def with_calibration(cfg: Any, folder: Path, dataset: RecDataset, spec: ForgetSp
     from tru.certify.calibration import Calibration
     from tru.certify.output import CertifyError
     from tru.certify.policy import Policy
-    from tru.unlearn.seed_noise import attack_pairs
+    from tru.unlearn.seed_noise import aims_at
     from tru.utils import LOG
 
     cal = Calibration.load(folder)
     cal.check_applies(
         dataset, spec, run.config, run.model.name, dataclasses.replace(Policy(), min_calibration_retrains=1)
     )
-    if not cfg.seed_noise or cfg.seed_noise_auc > 0 or len(attack_pairs(spec, cfg.seed)[0]) == 0:
+    if not cfg.seed_noise or cfg.seed_noise_auc > 0 or not aims_at(spec):
         LOG.info(
             "calibration %s: no seed-noise target taken (off, already set, or no interaction pairs)", folder
         )

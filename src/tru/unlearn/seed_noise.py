@@ -129,6 +129,33 @@ class _Attack:
         return shift_auc(_z(model, self.forget) - self.z_f, _z(model, self.held_out) - self.z_h)
 
 
+@dataclass
+class RetrainAttack:
+    """The Δz attack's AUC from an original to each of its retrains on their forget set (the seed-noise
+    target of later deletions: ``auc``, their median; None without interaction pairs)."""
+
+    aucs: list[float]
+    n_forget_pairs: int
+    n_held_out_pairs: int
+
+    @property
+    def auc(self) -> float | None:
+        return float(np.median(self.aucs)) if self.aucs else None
+
+    @classmethod
+    def measure(
+        cls, original: Recommender, retrains: list[Recommender], spec: ForgetSpec, seed: int
+    ) -> RetrainAttack:
+        """On :func:`attack_pairs` of ``spec`` (the retrains' forget set) with ``seed``."""
+        forget, held_out = attack_pairs(spec, seed)
+        return cls(seed_attack_auc(original, retrains, forget, held_out), len(forget), len(held_out))
+
+
+def aims_at(spec: ForgetSpec) -> bool:
+    """Does the noise have pairs to aim at in ``spec``: interaction pairs (:func:`attack_pairs`)?"""
+    return bool((~entity_mask(spec)).any())
+
+
 def seed_attack_auc(
     original: Recommender, retrains: list[Recommender], forget: Pairs, held_out: Pairs
 ) -> list[float]:
