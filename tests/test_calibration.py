@@ -195,3 +195,29 @@ def test_unlearn_takes_the_seed_noise_of_a_calibration_that_covers_it(
     (old / CAL_FILE).write_text(json.dumps(sign(doc)))
     assert main([*base, "--calibration", str(old), "--out", str(tmp_path / "y")]) == 2
     assert "no seed-noise measurement" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
+def test_unlearn_aims_at_chance_when_the_retrains_sit_below_it_and_refuses_a_bad_target(
+    cert_world: CertWorld, tmp_path: Path, capsys
+) -> None:
+    """A calibration whose retrains the difference attack scores under ½ (a small forget set) asks for a
+    start it cannot tell from chance, 0.5, not for an impossible target (which stopped the run with exit 2
+    after the exact part); a target set by hand outside 0 or [0.5, 1) is refused when the options are read
+    (exit 2, nothing written)."""
+    from tru.certify.binding import sign
+
+    w = cert_world
+    base = ["unlearn", "--data", str(w.data), "--model", str(w.original), "--requests",
+            str(w.inter.requests_csv), "--set", "seed_noise=true", "--set", "max_steps=10"]  # fmt: skip
+    low = tmp_path / "low-cal"
+    low.mkdir()
+    doc = {k: v for k, v in w.inter.calibration.document.items() if k != "signature"}
+    doc["seed_noise"] = {**doc["seed_noise"], "aucs": [0.41, 0.44, 0.47], "auc": 0.44}
+    (low / CAL_FILE).write_text(json.dumps(sign(doc)))
+    out = tmp_path / "chance"
+    assert main([*base, "--calibration", str(low), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert json.loads((out / "unlearn.json").read_text())["seed_noise"]["target_auc"] == 0.5
+    bad = tmp_path / "bad"
+    assert main([*base, "--set", "seed_noise_auc=0.3", "--out", str(bad)]) == 2
+    assert "'seed_noise_auc': expected 0 (off) or a value in [0.5, 1), got 0.3" in capsys.readouterr().err
+    assert not bad.exists()

@@ -61,3 +61,27 @@ def test_row_sorts_agree_with_torch_sort() -> None:
     assert torch.equal(sort_rows(x), torch.sort(x, dim=1).values)
     # a permutation of each row's columns
     assert torch.equal(order.sort(dim=1).values, torch.arange(300).expand(40, 300))
+
+
+def test_items_at_ranks_is_the_argsort_at_those_ranks() -> None:
+    """The column at a pair's target rank, found by sorting values only, is the argsort's column wherever the
+    row's scores are distinct; masked (−inf) and NaN columns are never named while a candidate remains; the
+    result does not depend on how many rows are compared at once."""
+    from tru.eval.rank import items_at_ranks
+
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(7, 50, generator=gen)
+    scores[2, :45] = -torch.inf  # a row with 5 candidates
+    scores[4, 10] = torch.nan
+    rows = torch.tensor([0, 0, 0, 2, 2, 4, 4, 6, 3])
+    ranks = torch.tensor([0, 17, 49, 0, 4, 0, 48, 25, 10])
+    order = argsort_rows_descending(scores)
+    want = order[rows, ranks]
+    assert torch.equal(items_at_ranks(scores, rows, ranks), want)
+    assert torch.equal(items_at_ranks(scores, rows, ranks, block=60), want)  # one row per block
+    assert set(items_at_ranks(scores, torch.tensor([2] * 5), torch.arange(5)).tolist()) == set(range(45, 50))
+    assert int(items_at_ranks(scores, torch.tensor([4]), torch.tensor([49]))) == 10  # NaN ranks last
+    # a tie names one of the tied columns
+    tied = torch.tensor([[1.0, 3.0, 2.0, 3.0]])
+    assert int(items_at_ranks(tied, torch.tensor([0]), torch.tensor([0]))) in (1, 3)
+    assert int(items_at_ranks(tied, torch.tensor([0]), torch.tensor([2]))) == 2

@@ -308,6 +308,15 @@ def test_selection_takes_the_best_dense_unit_even_over_budget() -> None:
             {"retain_scope": "everything"},
             "'retain_scope': expected one of ['selected', 'all'], got 'everything'",
         ),
+        ({"learning_rate": 0}, "'learning_rate': expected a value > 0, got 0"),
+        ({"learning_rate": "-1e-3"}, "'learning_rate': expected a value > 0, got '-1e-3'"),
+        ({"min_retain_ratio": -0.1}, "'min_retain_ratio': expected a value >= 0, got -0.1"),
+        ({"rank_plateau": 1.2}, "'rank_plateau': expected a value in [0, 1], got 1.2"),
+        ({"forget_batch_size": 0}, "'forget_batch_size': expected a value >= 1, got 0"),
+        ({"capacity_ratio": 0.0}, "'capacity_ratio': expected a value in (0, 1], got 0.0"),
+        ({"seed": -3}, "'seed': expected a value >= 0, got -3"),
+        ({"seed_noise_auc": 0.3}, "'seed_noise_auc': expected 0 (off) or a value in [0.5, 1), got 0.3"),
+        ({"seed_noise_auc": 1}, "'seed_noise_auc': expected 0 (off) or a value in [0.5, 1), got 1"),
     ],
 )
 def test_unlearn_config_names_the_bad_option(override: dict, message: str) -> None:
@@ -317,6 +326,17 @@ def test_unlearn_config_names_the_bad_option(override: dict, message: str) -> No
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         unlearn_config({"seed": 1}, override)
+
+
+def test_unlearn_config_admits_the_edges_of_each_range() -> None:
+    """The bounds themselves where they are closed, and the value that switches an option off."""
+    cfg = unlearn_config(
+        {"seed": 0},
+        {"max_steps": 0, "min_retain_ratio": 1.0, "capacity_ratio": 1.0, "seed_noise_auc": 0.0,
+         "check_users": 0, "alpha_min": 0.0, "delta": -0.5},
+    )  # fmt: skip
+    assert (cfg.max_steps, cfg.min_retain_ratio, cfg.seed_noise_auc, cfg.delta) == (0, 1.0, 0.0, -0.5)
+    assert unlearn_config({"seed": 0}, {"seed_noise_auc": 0.5}).seed_noise_auc == 0.5
 
 
 def test_unlearn_config_reads_numbers_written_as_yaml_strings() -> None:

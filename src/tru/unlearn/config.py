@@ -11,7 +11,9 @@ wins:
 ``seed: null`` means the model's seed. Every value is checked against the declared type (a switch must be
 true / false, a number a number: numeric YAML strings such as ``1e-3`` are converted, an integer must be
 integral; an enumeration one of its choices); an unknown option is an error naming the closest known one
-(a typo is never silently ignored). :class:`UnlearnConfig` also reads as a mapping (``cfg["seed"]``,
+(a typo is never silently ignored); a number must lie in its option's :class:`Range` (a learning rate
+above 0, a ratio within [0, 1], a batch size of at least 1), so a bad value is refused when the options
+are read, before any model is loaded. :class:`UnlearnConfig` also reads as a mapping (``cfg["seed"]``,
 ``dict(cfg)``), for callers that only pass it on.
 """
 
@@ -23,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from functools import cache
 from importlib import resources
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 import yaml
@@ -36,18 +38,57 @@ EXACT_SEED_STREAM = 7
 
 
 @dataclass(frozen=True)
+class Range:
+    """The values a numeric option may take: ``low`` ≤ x ≤ ``high`` (``None``: unbounded on that side;
+    ``low_open`` / ``high_open``: the bound itself excluded), or exactly ``off`` (the value that switches
+    the option off) where one is given."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    off: float | None = None
+
+    def admits(self, x: float) -> bool:
+        if self.off is not None and x == self.off:
+            return True
+        if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+            return False
+        return self.high is None or (x < self.high if self.high_open else x <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            within = f"a value {'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            within = (
+                f"a value in {'(' if self.low_open else '['}{self.low:g}, "
+                f"{self.high:g}{')' if self.high_open else ']'}"
+            )
+        return within if self.off is None else f"{self.off:g} (off) or {within}"
+
+
+Positive = Range(0.0, low_open=True)
+NonNegative = Range(0.0)
+AtLeastOne = Range(1.0)
+Fraction = Range(0.0, 1.0)
+PositiveFraction = Range(0.0, 1.0, low_open=True)
+#: a target AUC of the difference attack (tru.unlearn.seed_noise); 0: no target
+AttackAuc = Range(0.5, 1.0, high_open=True, off=0.0)
+
+
+@dataclass(frozen=True)
 class UnlearnConfig(Mapping[str, Any]):
     """Every unlearning option (meanings and values: ``src/tru/configs/unlearn.yaml``)."""
 
-    seed: int
+    seed: Annotated[int, NonNegative]
     # optimisation
-    learning_rate: float
+    learning_rate: Annotated[float, Positive]
     forget_loss: Literal["reverse_bpr", "ascent"]
-    lambda_f: float
-    lambda_r: float
-    forget_batch_size: int
-    retain_batch_size: int
-    max_steps: int
+    lambda_f: Annotated[float, NonNegative]
+    lambda_r: Annotated[float, NonNegative]
+    forget_batch_size: Annotated[int, AtLeastOne]
+    retain_batch_size: Annotated[int, AtLeastOne]
+    max_steps: Annotated[int, NonNegative]
     dropout: bool
     flush_denormal: bool
     # the exact part (tru-method.md §7a)
@@ -55,49 +96,49 @@ class UnlearnConfig(Mapping[str, Any]):
     exact_seed: Literal["independent", "model"]
     # seed-scale noise on the start (tru.unlearn.seed_noise)
     seed_noise: bool
-    seed_noise_auc: float
+    seed_noise_auc: Annotated[float, AttackAuc]
     # item regime: what retrain does to the target items for every user
     item_sink: bool
-    item_sink_weight: float
-    item_sink_batch_size: int
+    item_sink_weight: Annotated[float, NonNegative]
+    item_sink_batch_size: Annotated[int, AtLeastOne]
     # stopping and the retain guard
-    check_every: int
-    check_users: int
+    check_every: Annotated[int, AtLeastOne]
+    check_users: Annotated[int, NonNegative]
     stop_on_target: bool
     stop_rule: Literal["rank", "hr"]
-    rank_tolerance: float
-    rank_plateau: float
+    rank_tolerance: Annotated[float, NonNegative]
+    rank_plateau: Annotated[float, Fraction]
     item_target: Literal["auto", "sink", "proxy"]
-    min_retain_ratio: float
+    min_retain_ratio: Annotated[float, NonNegative]
     # ranking fusion gate (§4)
     rfg: bool
     rfg_target: Literal["coupled", "top_k"]
     rfg_floor: bool
-    gate_refresh: int
-    gate_k: int
-    gate_temperature: float
-    beta: float
+    gate_refresh: Annotated[int, AtLeastOne]
+    gate_k: Annotated[int, AtLeastOne]
+    gate_temperature: Annotated[float, Positive]
+    beta: Annotated[float, Fraction]
     delta: float
-    scale_items: int
-    floor_items: int
-    item_neighbours: int
-    gate_stop: float
+    scale_items: Annotated[int, AtLeastOne]
+    floor_items: Annotated[int, AtLeastOne]
+    item_neighbours: Annotated[int, NonNegative]
+    gate_stop: Annotated[float, Fraction]
     # branch-wise modality scaling (§5)
     bms: bool
-    bms_decay: float
-    gamma: float
-    eta: float
-    alpha_min: float
+    bms_decay: Annotated[float, Fraction]
+    gamma: Annotated[float, NonNegative]
+    eta: Annotated[float, NonNegative]
+    alpha_min: Annotated[float, Fraction]
     # capacity-aware layer isolation (§6)
     cli: bool
-    probe_batches: int
-    capacity_ratio: float
-    top_free: int
+    probe_batches: Annotated[int, AtLeastOne]
+    capacity_ratio: Annotated[float, PositiveFraction]
+    top_free: Annotated[int, NonNegative]
     best_dense_first: bool
     retain_scope: Literal["selected", "all"]
-    retain_lr_scale: float
-    reprobe_epochs: int
-    reprobe_min_steps: int
+    retain_lr_scale: Annotated[float, NonNegative]
+    reprobe_epochs: Annotated[int, NonNegative]
+    reprobe_min_steps: Annotated[int, NonNegative]
 
     # ------------------------------------------------------------------ mapping view
     def __getitem__(self, key: str) -> Any:
@@ -191,11 +232,19 @@ def _field_names() -> tuple[str, ...]:
 
 @cache
 def _hints() -> dict[str, Any]:
-    return get_type_hints(UnlearnConfig)
+    return get_type_hints(UnlearnConfig, include_extras=True)
 
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:
-    """``value`` as ``kind`` (bool, int, float or a Literal of strings), or a ConfigError naming ``key``."""
+    """``value`` as ``kind`` (bool, int, float, a Literal of strings, or a number ``Annotated`` with its
+    :class:`Range`), or a ConfigError naming ``key``."""
+    if get_origin(kind) is Annotated:
+        base, *extras = get_args(kind)
+        number = _coerce(key, value, base)
+        for allowed in (e for e in extras if isinstance(e, Range)):
+            if not allowed.admits(number):
+                raise ConfigError(f"unlearning option '{key}': expected {allowed}, got {value!r}")
+        return number
     if get_origin(kind) is Literal:
         choices = list(get_args(kind))
         if value not in choices:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from tru.data.dataset import Pairs
-from tru.eval.rank import argsort_rows_descending, rank_percentiles
+from tru.eval.rank import items_at_ranks, rank_percentiles
 from tru.models.base import Batch, Recommender
 
 
@@ -107,7 +107,8 @@ class CoupledTargets:
         self, users: Tensor, items: Tensor, target_pct: np.ndarray, u_all: Tensor, i_all: Tensor
     ) -> Tensor:
         """L_target over the given coupled pairs (see the module docstring): j* is read from u's current
-        ranking, one sort of the batch's distinct users' candidate scores."""
+        ranking (:func:`tru.eval.rank.items_at_ranks`: one sort of the batch's distinct users' candidate
+        scores)."""
         if len(users) == 0:
             return torch.zeros((), device=u_all.device)
         uniq, row = torch.unique(users, return_inverse=True)
@@ -116,11 +117,10 @@ class CoupledTargets:
             scores = ue @ i_all.T
             seen = torch.as_tensor(self.seen[uniq.cpu().numpy()].toarray() > 0, device=u_all.device)
             scores = scores.masked_fill(seen, -torch.inf)
-            ranked = argsort_rows_descending(scores)
             n_cand = (~seen).sum(1)[row]
             pct = torch.as_tensor(target_pct, dtype=torch.float32, device=u_all.device)
             rank = torch.minimum(torch.floor(pct * n_cand).long(), (n_cand - 1).clamp_min(0))
-            j_star = ranked[row, rank]
+            j_star = items_at_ranks(scores, row, rank)
         u_rows = u_all[users]
         margin = (u_rows * i_all[items]).sum(-1) - (u_rows * i_all[j_star]).sum(-1)
         active = (margin.detach() > 0) & (n_cand > 0)  # a user with no candidate item has no target item
