@@ -168,3 +168,23 @@ def test_sizes_select_exact_counts(tiny: object) -> None:
     assert size_ratio(tiny, "user", "0.05") == 0.05  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         size_ratio(tiny, "user", "100000")  # type: ignore[arg-type]
+
+
+def test_a_bad_unlearning_option_is_refused_before_anything_is_trained(
+    tiny_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """``tru bench --set`` with a value outside its option's range stops at once (exit 2, the option named),
+    before the hours of originals and retrains it would otherwise train first; ``tru unlearn`` likewise
+    names the option before it looks for the model."""
+    out = tmp_path / "b"
+    argv = ["bench", "--data", str(tiny_dir), "--backbone", "vbpr", "--regime", "user", "--seeds", "0",
+            "--epochs", "2", "--set", "learning_rate=0", "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "'learning_rate': expected a value > 0, got 0" in capsys.readouterr().err
+    assert not out.exists() or not any(out.rglob("*.pt"))
+    argv = ["unlearn", "--data", str(tiny_dir), "--model", str(tmp_path / "no-such-run"),
+            "--requests", str(tmp_path / "no.csv"), "--set", "min_retain_ratio=.nan",
+            "--out", str(tmp_path / "u")]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "'min_retain_ratio': expected a finite number, got nan" in capsys.readouterr().err
+    assert not (tmp_path / "u").exists()

@@ -187,3 +187,32 @@ def test_submit_and_schedule_report_a_server_that_is_down(capsys: pytest.Capture
     assert "expected 5 fields" in capsys.readouterr().err
     with pytest.raises(runner.PipelineError, match="unknown pipeline parameter"):
         runner.check_params({"datset": "x"})
+
+
+def test_bad_parameter_values_are_refused_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A value the pipeline cannot run with is refused when the run is asked for, each parameter named
+    (a cluster run would otherwise fail in a pod, after ingest and training): a local run starts no task
+    (no pipeline root is written), a submission contacts no server."""
+    root = tmp_path / "root"
+    argv = ["pipeline", "run", "--local", "--dataset", "lfm2k", "--ratio", "1.5", "--seed", "-1",
+            "--method", "tru-fast", "--audit-seeds", "0,x", "--deadline-days", "0",
+            "--pipeline-root", str(root)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    for part in ("ratio 1.5: expected a fraction within (0, 1)", "seed -1: expected a whole number >= 0",
+                 "method 'tru-fast': expected one of", "audit_seeds '0,x'", "deadline_days 0"):  # fmt: skip
+        assert part in err, err
+    assert not root.exists()
+    host = f"http://127.0.0.1:{_closed_port()}"
+    base = ["--dataset", "lfm2k", "--repo", CLUSTER_PARAMS["repo"], "--tracking-uri", "http://m"]
+    assert main(["pipeline", "submit", "--host", host, *base, "--regime", "users"]) == 2
+    err = capsys.readouterr().err
+    assert "regime 'users': expected one of ['user', 'item', 'interaction']" in err
+    assert "cannot reach" not in err
+    from tru.steps.params import PipelineParams
+
+    with pytest.raises(ValueError, match=r"max_steps 2\.5: expected a whole number"):
+        PipelineParams.of({"max_steps": 2.5})
+    assert PipelineParams.of({"ratio": 0.2, "audit_seeds": "3, 4"}).seeds == (3, 4)

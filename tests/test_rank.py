@@ -85,3 +85,6 @@ def test_items_at_ranks_is_the_argsort_at_those_ranks() -> None:
     tied = torch.tensor([[1.0, 3.0, 2.0, 3.0]])
     assert int(items_at_ranks(tied, torch.tensor([0]), torch.tensor([0]))) in (1, 3)
     assert int(items_at_ranks(tied, torch.tensor([0]), torch.tensor([2]))) == 2
+    for bad in (-1, 4):  # a rank outside the row is an error, not another item
+        with pytest.raises(ValueError, match=r"ranks must lie in \[0, 4\)"):
+            items_at_ranks(tied, torch.tensor([0]), torch.tensor([bad]))

@@ -107,3 +107,13 @@ def test_a_deletion_of_users_takes_no_noise(data) -> None:
         "tru", original, data, user_spec(data, np.arange(6)), cfg, _cfg(cfg, seed_noise_auc=0.6)
     )
     assert out.report["seed_noise"] is None
+
+
+def test_the_noise_target_of_a_retrain_auc_lies_where_the_noise_can_aim() -> None:
+    """Retrains the attack scores under chance ask for chance; an AUC of 1 for just under it (the noise's
+    target range is [0.5, 1)); nothing measured, no noise."""
+    from tru.unlearn.seed_noise import TARGET_RANGE, noise_target
+
+    assert noise_target(0.66) == 0.66
+    assert noise_target(0.41) == 0.5 and noise_target(1.0) == TARGET_RANGE[1] < 1
+    assert noise_target(None) == 0.0 and noise_target(float("nan")) == 0.0

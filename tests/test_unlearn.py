@@ -302,7 +302,11 @@ def test_selection_takes_the_best_dense_unit_even_over_budget() -> None:
     [
         ({"dropout": "maybe"}, "'dropout': expected true or false, got 'maybe'"),
         ({"best_dense_first": 1}, "'best_dense_first': expected true or false, got 1"),
-        ({"learning_rate": "fast"}, "'learning_rate': expected a number, got 'fast'"),
+        ({"learning_rate": "fast"}, "'learning_rate': expected a finite number, got 'fast'"),
+        ({"learning_rate": ".nan"}, "'learning_rate': expected a finite number, got '.nan'"),
+        ({"min_retain_ratio": float("nan")}, "'min_retain_ratio': expected a finite number, got nan"),
+        ({"delta": float("inf")}, "'delta': expected a finite number, got inf"),
+        ({"max_steps": float("inf")}, "'max_steps': expected an integer, got inf"),
         ({"max_steps": 2.5}, "'max_steps': expected an integer, got 2.5"),
         (
             {"retain_scope": "everything"},
@@ -313,7 +317,7 @@ def test_selection_takes_the_best_dense_unit_even_over_budget() -> None:
         ({"min_retain_ratio": -0.1}, "'min_retain_ratio': expected a value >= 0, got -0.1"),
         ({"rank_plateau": 1.2}, "'rank_plateau': expected a value in [0, 1], got 1.2"),
         ({"forget_batch_size": 0}, "'forget_batch_size': expected a value >= 1, got 0"),
-        ({"capacity_ratio": 0.0}, "'capacity_ratio': expected a value in (0, 1], got 0.0"),
+        ({"capacity_ratio": 1.5}, "'capacity_ratio': expected a value in [0, 1], got 1.5"),
         ({"seed": -3}, "'seed': expected a value >= 0, got -3"),
         ({"seed_noise_auc": 0.3}, "'seed_noise_auc': expected 0 (off) or a value in [0.5, 1), got 0.3"),
         ({"seed_noise_auc": 1}, "'seed_noise_auc': expected 0 (off) or a value in [0.5, 1), got 1"),
@@ -332,11 +336,21 @@ def test_unlearn_config_admits_the_edges_of_each_range() -> None:
     """The bounds themselves where they are closed, and the value that switches an option off."""
     cfg = unlearn_config(
         {"seed": 0},
-        {"max_steps": 0, "min_retain_ratio": 1.0, "capacity_ratio": 1.0, "seed_noise_auc": 0.0,
+        {"max_steps": 0, "min_retain_ratio": 1.0, "capacity_ratio": 0.0, "seed_noise_auc": 0.0,
          "check_users": 0, "alpha_min": 0.0, "delta": -0.5},
     )  # fmt: skip
     assert (cfg.max_steps, cfg.min_retain_ratio, cfg.seed_noise_auc, cfg.delta) == (0, 1.0, 0.0, -0.5)
     assert unlearn_config({"seed": 0}, {"seed_noise_auc": 0.5}).seed_noise_auc == 0.5
+
+
+def test_a_range_says_what_it_admits() -> None:
+    from tru.unlearn.config import Range
+
+    assert str(Range(0.0, low_open=True)) == "a value > 0"
+    assert str(Range(high=1.0, high_open=True)) == "a value < 1"
+    assert str(Range()) == "a finite number"
+    assert str(Range(0.5, 1.0, high_open=True, off=0.0)) == "0 (off) or a value in [0.5, 1)"
+    assert Range(high=1.0).admits(-5.0) and not Range(high=1.0).admits(1.5)
 
 
 def test_unlearn_config_reads_numbers_written_as_yaml_strings() -> None:

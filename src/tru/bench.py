@@ -99,7 +99,7 @@ from tru.unlearn.api import (
     unlearn_config,
 )
 from tru.unlearn.engine import count_changed, snapshot
-from tru.unlearn.seed_noise import RetrainAttack, aims_at
+from tru.unlearn.seed_noise import RetrainAttack, aims_at, noise_target
 from tru.utils import LOG, write_json
 
 VERDICTS = ("passed", "failed", "inconclusive")
@@ -460,14 +460,15 @@ class Bench:
 
     def seed_noise_auc(self, cell: Cell) -> float:
         """The difference attack's AUC on the change of z from ``cell``'s original to its retrains (median
-        over the K; :func:`tru.unlearn.seed_noise.seed_attack_auc`): the seed-noise target of the cell
+        over the K; :func:`tru.unlearn.seed_noise.seed_attack_auc`, clipped into the targets the noise
+        takes, :func:`~tru.unlearn.seed_noise.noise_target`): the seed-noise target of the cell
         that takes ``cell`` as its partner (another forget set and original, as the retrain-free
         verdict's calibration: a cell never aims at its own retrains)."""
         if cell.name not in self._noise:
             original = self.original(cell)
             retrains = [mr.run.model for mr in self.retrains(cell, original)]
             auc = RetrainAttack.measure(original.run.model, retrains, self.spec(cell), cell.seed).auc
-            self._noise[cell.name] = 0.0 if auc is None else auc
+            self._noise[cell.name] = noise_target(auc)
         return self._noise[cell.name]
 
     # ------------------------------------------------------------------------------- candidates

@@ -43,6 +43,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from tru.certify.policy import load_policy
     from tru.commands.common import CLIError
     from tru.config import parse_override
+    from tru.unlearn.api import unlearn_config
 
     out = Path(args.out)
     if args.from_results:
@@ -57,6 +58,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CLIError("tru bench: --data is required (or --from-results CSV ... to only tabulate)")
     if args.k < 3:
         raise CLIError("--k: the calibration needs at least 3 retrains")
+    unlearn = dict(parse_override(s) for s in (args.set or []))
+    unlearn_config({}, unlearn)  # a bad option is refused before hours of training, not after
     cfg = BenchConfig(
         datasets=args.data,
         backbones=args.backbone,
@@ -66,7 +69,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         epochs=_caps(args.epochs),
         k=args.k,
-        unlearn=dict(parse_override(s) for s in (args.set or [])),
+        unlearn=unlearn,
         audit_seeds=tuple(args.audit_seeds),
         n_boot=args.n_boot,
         policy=load_policy(args.policy),

@@ -21,13 +21,6 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     from tru.unlearn.api import unlearn_config
     from tru.utils import LOG, resolve_device
 
-    dataset = load_dataset(Path(args.data))
-    requests = read_requests(Path(args.requests))
-    device = resolve_device(getattr(args, "device", None))
-    run = load_run(Path(args.model), dataset, device=device, requests=requests)
-    spec = resolve_requests(dataset, requests, strict=not getattr(args, "lenient", False))
-    for msg in spec.noops:
-        LOG.warning("no-op: %s", msg)
     over = overrides_from(args, ("seed",))
     for flag in ("rfg", "bms", "cli", "exact", "item_sink"):
         if getattr(args, f"no_{flag}", False):
@@ -35,6 +28,14 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, Any, dict[str, Any]]:
     files: dict[str, Any] = {}
     for f in config_files(args):
         files.update(read_yaml_file(f))
+    unlearn_config({}, {**files, **over})  # a bad option is refused before anything is loaded
+    dataset = load_dataset(Path(args.data))
+    requests = read_requests(Path(args.requests))
+    device = resolve_device(getattr(args, "device", None))
+    run = load_run(Path(args.model), dataset, device=device, requests=requests)
+    spec = resolve_requests(dataset, requests, strict=not getattr(args, "lenient", False))
+    for msg in spec.noops:
+        LOG.warning("no-op: %s", msg)
     cfg = unlearn_config(run.config, {**files, **over})
     if getattr(args, "calibration", None) and getattr(args, "method", "tru") != "retrain":  # as the pipeline
         from tru.steps.common import with_calibration

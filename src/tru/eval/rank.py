@@ -57,7 +57,11 @@ def items_at_ranks(scores: Tensor, rows: Tensor, ranks: Tensor, block: int = 1 <
     holding v_k. The same item as ``argsort_rows_descending(scores)[rows, ranks]`` wherever that row's
     scores are distinct (a tie may name another of the tied items: a ranking orders ties arbitrarily).
     NaN counts as −inf. Rows are compared ``block`` elements at a time (the gathered rows are never
-    materialised at once)."""
+    materialised at once). A rank outside [0, n) is a ValueError."""
+    n = scores.shape[1]
+    if len(ranks) and (int(ranks.min()) < 0 or int(ranks.max()) >= n):
+        lo, hi = int(ranks.min()), int(ranks.max())
+        raise ValueError(f"items_at_ranks: ranks must lie in [0, {n}), got {lo}..{hi}")
     values = _sortable(scores)
     ascending = sort_rows(values).to(values.device)
     rows = rows.to(values.device).long()

@@ -40,12 +40,20 @@ class PipelineError(RuntimeError):
 
 
 def check_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop ``None`` values and refuse names the pipeline does not have."""
+    """Drop ``None`` values; refuse names the pipeline does not have and values it cannot run with
+    (:meth:`tru.steps.params.PipelineParams.problems`), before anything is compiled or started."""
+    from tru.steps.params import PipelineParams
+
     known = parameters()
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise PipelineError(f"unknown pipeline parameter(s) {unknown}; expected some of {sorted(known)}")
-    return {k: v for k, v in params.items() if v is not None}
+    given = {k: v for k, v in params.items() if v is not None}
+    own = {k: v for k, v in given.items() if k in PipelineParams.names()}
+    wrong = PipelineParams(**own).problems()
+    if wrong:
+        raise PipelineError("bad pipeline parameter(s): " + "; ".join(wrong))
+    return given
 
 
 def check_cluster_params(params: dict[str, Any]) -> None:

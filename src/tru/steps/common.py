@@ -63,10 +63,6 @@ def flat_metrics(tree: Any, prefix: str = "", depth: int = 3) -> dict[str, float
     return out
 
 
-#: the seed-noise target for retrains whose difference-attack AUC is at or below chance
-SEED_NOISE_CHANCE = 0.5
-
-
 def with_calibration(cfg: Any, folder: Path, dataset: RecDataset, spec: ForgetSpec, run: Any) -> Any:
     """The unlearning config ``cfg`` (:class:`tru.unlearn.config.UnlearnConfig`) with the seed-noise
     target of a ``tru calibrate`` folder (:mod:`tru.unlearn.seed_noise`), after checking that it covers
@@ -80,7 +76,7 @@ def with_calibration(cfg: Any, folder: Path, dataset: RecDataset, spec: ForgetSp
     from tru.certify.calibration import Calibration
     from tru.certify.output import CertifyError
     from tru.certify.policy import Policy
-    from tru.unlearn.seed_noise import aims_at
+    from tru.unlearn.seed_noise import aims_at, noise_target
     from tru.utils import LOG
 
     cal = Calibration.load(folder)
@@ -99,6 +95,4 @@ def with_calibration(cfg: Any, folder: Path, dataset: RecDataset, spec: ForgetSp
         )
     if cal.seed_noise_auc is None:  # (a calibration of this regime with no interaction pair: none exists)
         return cfg
-    # retrains the attack cannot tell from chance (their median AUC under 0.5 on a small forget set) ask
-    # for a start it cannot tell either: 0.5, the lowest target the noise aims at
-    return cfg.replace(seed_noise_auc=max(cal.seed_noise_auc, SEED_NOISE_CHANCE))
+    return cfg.replace(seed_noise_auc=noise_target(cal.seed_noise_auc))

@@ -4,6 +4,7 @@ spelled out in the pipeline function's signature)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -52,11 +53,51 @@ class PipelineParams:
         unknown = sorted(set(options) - set(cls.names()))
         if unknown:
             raise ValueError(f"unknown pipeline parameter(s) {unknown}; expected some of {list(cls.names())}")
-        return cls(**{k: v for k, v in options.items() if v is not None})
+        params = cls(**{k: v for k, v in options.items() if v is not None})
+        wrong = params.problems()
+        if wrong:
+            raise ValueError("bad pipeline parameter(s): " + "; ".join(wrong))
+        return params
+
+    def problems(self) -> list[str]:
+        """What is wrong with the values, each naming its parameter (empty: nothing): a backbone, method
+        and regime tru has; a ``ratio`` within (0, 1); ``seed`` / ``epochs`` / ``max_steps`` whole numbers
+        ≥ 0; ``deadline_days`` a finite number > 0; ``audit_seeds`` one or more whole numbers ≥ 0, comma
+        separated. Checked before anything runs (a cluster run would otherwise fail in a pod, after the
+        ingest and training steps)."""
+        from tru.forget.spec import REGIMES
+        from tru.models import BACKBONES
+        from tru.unlearn.methods import METHODS
+
+        out: list[str] = []
+        for name, value, choices in (
+            ("backbone", self.backbone, sorted(BACKBONES)),
+            ("method", self.method, sorted(METHODS)),
+            ("regime", self.regime, list(REGIMES)),
+        ):
+            if value not in choices:
+                out.append(f"{name} {value!r}: expected one of {choices}")
+        if not _number(self.ratio) or not 0 < float(self.ratio) < 1:
+            out.append(f"ratio {self.ratio!r}: expected a fraction within (0, 1)")
+        for name in ("seed", "epochs", "max_steps"):
+            value = getattr(self, name)
+            if not _number(value) or float(value) < 0 or not float(value).is_integer():
+                out.append(f"{name} {value!r}: expected a whole number >= 0")
+        if not _number(self.deadline_days) or float(self.deadline_days) <= 0:
+            out.append(f"deadline_days {self.deadline_days!r}: expected a number of days > 0")
+        seeds = [s.strip() for s in str(self.audit_seeds).split(",")]
+        if not seeds or not all(s.isdigit() for s in seeds):
+            out.append(f"audit_seeds {self.audit_seeds!r}: expected whole numbers >= 0, comma separated")
+        return out
 
     @property
     def seeds(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.audit_seeds.split(",") if s.strip())
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float (not a bool, not a string)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 DEFAULTS = PipelineParams()

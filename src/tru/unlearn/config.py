@@ -9,11 +9,12 @@ wins:
     section  ←  explicit overrides (``--config``, ``--set``, pipeline parameters)
 
 ``seed: null`` means the model's seed. Every value is checked against the declared type (a switch must be
-true / false, a number a number: numeric YAML strings such as ``1e-3`` are converted, an integer must be
-integral; an enumeration one of its choices); an unknown option is an error naming the closest known one
-(a typo is never silently ignored); a number must lie in its option's :class:`Range` (a learning rate
-above 0, a ratio within [0, 1], a batch size of at least 1), so a bad value is refused when the options
-are read, before any model is loaded. :class:`UnlearnConfig` also reads as a mapping (``cfg["seed"]``,
+true / false, a number a finite number: numeric YAML strings such as ``1e-3`` are converted, an integer
+must be integral; an enumeration one of its choices); an unknown option is an error naming the closest
+known one (a typo is never silently ignored); a number must lie in its option's :class:`Range` (a
+learning rate above 0, a ratio within [0, 1], a batch size of at least 1), so a bad value is refused when
+the options are read (``tru unlearn`` and ``tru bench`` read them before loading or training anything).
+:class:`UnlearnConfig` also reads as a mapping (``cfg["seed"]``,
 ``dict(cfg)``), for callers that only pass it on.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from functools import cache
@@ -57,7 +59,11 @@ class Range:
         return self.high is None or (x < self.high if self.high_open else x <= self.high)
 
     def __str__(self) -> str:
-        if self.high is None:
+        if self.low is None and self.high is None:
+            within = "a finite number"
+        elif self.low is None:
+            within = f"a value {'<' if self.high_open else '<='} {self.high:g}"
+        elif self.high is None:
             within = f"a value {'>' if self.low_open else '>='} {self.low:g}"
         else:
             within = (
@@ -71,7 +77,6 @@ Positive = Range(0.0, low_open=True)
 NonNegative = Range(0.0)
 AtLeastOne = Range(1.0)
 Fraction = Range(0.0, 1.0)
-PositiveFraction = Range(0.0, 1.0, low_open=True)
 #: a target AUC of the difference attack (tru.unlearn.seed_noise); 0: no target
 AttackAuc = Range(0.5, 1.0, high_open=True, off=0.0)
 
@@ -132,7 +137,7 @@ class UnlearnConfig(Mapping[str, Any]):
     # capacity-aware layer isolation (§6)
     cli: bool
     probe_batches: Annotated[int, AtLeastOne]
-    capacity_ratio: Annotated[float, PositiveFraction]
+    capacity_ratio: Annotated[float, Fraction]
     top_free: Annotated[int, NonNegative]
     best_dense_first: bool
     retain_scope: Literal["selected", "all"]
@@ -261,8 +266,8 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
                 number = float(value)
             except (TypeError, ValueError):
                 number = None
-        if number is None or (kind is int and not number.is_integer()):
-            what = "an integer" if kind is int else "a number"
+        if number is None or not math.isfinite(number) or (kind is int and not number.is_integer()):
+            what = "an integer" if kind is int else "a finite number"
             raise ConfigError(f"unlearning option '{key}': expected {what}, got {value!r}")
         return int(number) if kind is int else number
     raise TypeError(f"UnlearnConfig.{key}: unsupported type {kind!r}")  # pragma: no cover

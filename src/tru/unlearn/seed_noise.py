@@ -129,6 +129,20 @@ class _Attack:
         return shift_auc(_z(model, self.forget) - self.z_f, _z(model, self.held_out) - self.z_h)
 
 
+#: the targets :func:`add_seed_noise` takes: chance (retrains the attack scores at or below ½ on a small
+#: forget set ask for a start it cannot tell either) up to just below 1 (an AUC of 1 is no reachable target)
+TARGET_RANGE = (0.5, 0.999)
+
+
+def noise_target(retrain_auc: float | None) -> float:
+    """The seed-noise target (``seed_noise_auc``) for retrains whose Δz attack AUC is ``retrain_auc``:
+    that AUC clipped into :data:`TARGET_RANGE`; 0.0 (no noise) where none was measured (no interaction
+    pairs)."""
+    if retrain_auc is None or not math.isfinite(retrain_auc):
+        return 0.0
+    return float(min(max(retrain_auc, TARGET_RANGE[0]), TARGET_RANGE[1]))
+
+
 @dataclass
 class RetrainAttack:
     """The Δz attack's AUC from an original to each of its retrains on their forget set (the seed-noise
