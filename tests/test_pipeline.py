@@ -201,7 +201,7 @@ def test_bad_parameter_values_are_refused_before_anything_starts(
             "--pipeline-root", str(root)]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
-    for part in ("ratio 1.5: expected a fraction within (0, 1)", "seed -1: expected a whole number >= 0",
+    for part in ("ratio 1.5: expected a fraction within (0, 1)", "seed -1: expected an integer >= 0",
                  "method 'tru-fast': expected one of", "audit_seeds '0,x'", "deadline_days 0"):  # fmt: skip
         assert part in err, err
     assert not root.exists()
@@ -213,6 +213,45 @@ def test_bad_parameter_values_are_refused_before_anything_starts(
     assert "cannot reach" not in err
     from tru.steps.params import PipelineParams
 
-    with pytest.raises(ValueError, match=r"max_steps 2\.5: expected a whole number"):
+    with pytest.raises(ValueError, match=r"max_steps 2\.5: expected an integer >= 0"):
         PipelineParams.of({"max_steps": 2.5})
     assert PipelineParams.of({"ratio": 0.2, "audit_seeds": "3, 4"}).seeds == (3, 4)
+
+
+def test_a_cluster_run_gets_a_policy_and_a_calibration_its_pods_can_read(
+    kfp_api: Any, tmp_path: Path
+) -> None:
+    """A policy file of the submitting machine is sent as its YAML text (the pods have no such file); a
+    calibration folder of this machine is refused (the pods could not download it), a URI is sent as is;
+    a policy path that does not exist is refused before anything is uploaded."""
+    url, rec = kfp_api
+    policy = tmp_path / "lenient.yaml"
+    policy.write_text("max_time_ratio: 0.5\nmin_retain_ratio: 0.9\n")
+    runner.submit(url, {**CLUSTER_PARAMS, "policy": str(policy), "calibration": "runs:/abc/calibration"})
+    (run,) = rec.runs.values()
+    sent = run["runtime_config"]["parameters"]
+    assert sent["policy"] == policy.read_text() and sent["calibration"] == "runs:/abc/calibration"
+    with pytest.raises(runner.PipelineError, match="needs --calibration as a URI"):
+        runner.submit(url, {**CLUSTER_PARAMS, "calibration": str(tmp_path)})
+    with pytest.raises(runner.PipelineError, match="no such file"):
+        runner.submit(url, {**CLUSTER_PARAMS, "policy": str(tmp_path / "missing.yaml")})
+    assert len(rec.runs) == 1
+
+
+def test_parameter_values_are_read_as_the_steps_read_them() -> None:
+    """Switches must be true or false (the string 'false' is true to Python); integers must be integers
+    (kfp refuses 3.0 for an integer parameter); audit seeds are read as certify reads them (empty entries
+    skipped; none at all only for a retrain, which certifies itself); a deadline has an upper bound (a due
+    date past year 9999 overflows)."""
+    from tru.steps.params import PipelineParams
+
+    def wrong(**kw: Any) -> str:
+        return "; ".join(PipelineParams(**kw).problems())
+
+    assert "retrain 'false': expected true or false" in wrong(retrain="false")
+    assert "epochs 3.0: expected an integer >= 0" in wrong(epochs=3.0)
+    assert "audit_seeds '0,²'" in wrong(audit_seeds="0,²")
+    assert "audit_seeds ''" in wrong(audit_seeds="")
+    assert "deadline_days 10000000.0" in wrong(deadline_days=1e7)
+    assert wrong(audit_seeds="0, 1,") == "" and PipelineParams(audit_seeds=" 0, 1,").seeds == (0, 1)
+    assert wrong(audit_seeds="", method="retrain") == "" and wrong(deadline_days=36_500) == ""

@@ -56,9 +56,11 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     return given
 
 
-def check_cluster_params(params: dict[str, Any]) -> None:
+def check_cluster_params(params: dict[str, Any]) -> dict[str, Any]:
     """What a cluster run needs that a local run can default: an MLflow server every task reaches and
-    the data repository's URL."""
+    the data repository's URL; a calibration the pods can download (a URI, not a folder of this
+    machine); a policy the pods can read (a file of this machine is sent as its YAML text). Returns the
+    parameters to submit."""
     from tru.mlops.versioning import is_url
 
     uri = str(params.get("tracking_uri") or "")
@@ -72,6 +74,19 @@ def check_cluster_params(params: dict[str, Any]) -> None:
             "a cluster run needs --repo <git URL of the data repository> (https://… or git@…): the pods have "
             "no checkout; ingest clones it at the resolved commit and reads data/ from its DVC remote"
         )
+    calibration = str(params.get("calibration") or "")
+    if calibration and "://" not in calibration and not calibration.startswith(("runs:/", "models:/")):
+        raise PipelineError(
+            f"a cluster run needs --calibration as a URI the pods can download (s3://…, runs:/…): "
+            f"{calibration!r} is a path on this machine; log the `tru calibrate` folder to MLflow or copy it "
+            "to the artifact store"
+        )
+    policy = str(params.get("policy") or "")
+    if policy.strip() and "\n" not in policy and ":" not in policy:  # a path (tru.steps.certify.policy_file)
+        if not Path(policy).is_file():
+            raise PipelineError(f"--policy {policy!r}: no such file (a cluster run sends a file's text)")
+        params = {**params, "policy": Path(policy).read_text()}
+    return params
 
 
 def compile_pipeline(out: Path | str, cfg: ClusterConfig = CLUSTER) -> Path:
@@ -225,8 +240,7 @@ def _on_cluster(target: Target, params: dict[str, Any], cfg: ClusterConfig, what
     """Check the parameters, compile, upload this code's pipeline version into ``target`` and call
     ``start(client, experiment_id, pipeline_id, version_id, params)``; any server error becomes one
     :class:`PipelineError` saying ``what`` failed."""
-    params = check_params(params)
-    check_cluster_params(params)
+    params = check_cluster_params(check_params(params))
     kc = client(target.host, namespace=target.namespace, token=target.token)
     with tempfile.TemporaryDirectory(prefix="tru-pipeline-") as tmp:
         package = compile_pipeline(Path(tmp) / "pipeline.yaml", cfg)

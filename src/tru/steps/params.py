@@ -59,12 +59,19 @@ class PipelineParams:
             raise ValueError("bad pipeline parameter(s): " + "; ".join(wrong))
         return params
 
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The audit seeds: ``audit_seeds`` split at commas, empty entries skipped (ValueError on a
+        non-integer), as the certify step reads them."""
+        return tuple(int(s) for s in str(self.audit_seeds).split(",") if s.strip())
+
     def problems(self) -> list[str]:
         """What is wrong with the values, each naming its parameter (empty: nothing): a backbone, method
-        and regime tru has; a ``ratio`` within (0, 1); ``seed`` / ``epochs`` / ``max_steps`` whole numbers
-        ≥ 0; ``deadline_days`` a finite number > 0; ``audit_seeds`` one or more whole numbers ≥ 0, comma
-        separated. Checked before anything runs (a cluster run would otherwise fail in a pod, after the
-        ingest and training steps)."""
+        and regime tru has; a ``ratio`` within (0, 1); ``seed`` / ``epochs`` / ``max_steps`` integers
+        ≥ 0; ``deadline_days`` a number of days in (0, :data:`MAX_DEADLINE_DAYS`]; ``audit_seeds`` integers
+        ≥ 0, comma separated, as certify reads them (at least one, except for a retrain, which certifies
+        itself); the switches true or false. Checked before anything runs (a cluster run would otherwise
+        fail in a pod, after the ingest and training steps)."""
         from tru.forget.spec import REGIMES
         from tru.models import BACKBONES
         from tru.unlearn.methods import METHODS
@@ -81,18 +88,25 @@ class PipelineParams:
             out.append(f"ratio {self.ratio!r}: expected a fraction within (0, 1)")
         for name in ("seed", "epochs", "max_steps"):
             value = getattr(self, name)
-            if not _number(value) or float(value) < 0 or not float(value).is_integer():
-                out.append(f"{name} {value!r}: expected a whole number >= 0")
-        if not _number(self.deadline_days) or float(self.deadline_days) <= 0:
-            out.append(f"deadline_days {self.deadline_days!r}: expected a number of days > 0")
-        seeds = [s.strip() for s in str(self.audit_seeds).split(",")]
-        if not seeds or not all(s.isdigit() for s in seeds):
-            out.append(f"audit_seeds {self.audit_seeds!r}: expected whole numbers >= 0, comma separated")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                out.append(f"{name} {value!r}: expected an integer >= 0")
+        if not _number(self.deadline_days) or not 0 < float(self.deadline_days) <= MAX_DEADLINE_DAYS:
+            days = f"(0, {MAX_DEADLINE_DAYS}]"
+            out.append(f"deadline_days {self.deadline_days!r}: expected a number of days in {days}")
+        try:
+            seeds = self.seeds
+        except ValueError:
+            seeds = None
+        if seeds is None or any(s < 0 for s in seeds) or (not seeds and self.method != "retrain"):
+            out.append(f"audit_seeds {self.audit_seeds!r}: expected integers >= 0, comma separated (0,1,2)")
+        for name in ("generate_requests", "retrain", "reuse_champion", "confirm"):
+            if not isinstance(getattr(self, name), bool):
+                out.append(f"{name} {getattr(self, name)!r}: expected true or false")
         return out
 
-    @property
-    def seeds(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.audit_seeds.split(",") if s.strip())
+
+#: the longest deadline a request may be given (a date past it is out of Python's range): 100 years
+MAX_DEADLINE_DAYS = 36_500
 
 
 def _number(value: Any) -> bool:
