@@ -86,22 +86,19 @@ def sample_pairs(pairs: Pairs, seed: int, n: int = SAMPLE_PAIRS) -> Pairs:
 
 def _z(model: Recommender, pairs: Pairs) -> np.ndarray:
     """z_ui = (s_ui − mean s_u·) / std s_u· over every item (unmasked; the difference attack's z,
-    :func:`tru.certify.mia.score_statistics`), per pair in ``pairs`` order."""
-    users, row = np.unique(np.asarray(pairs.users, np.int64), return_inverse=True)
-    items = np.asarray(pairs.items, np.int64)
+    :func:`tru.certify.mia.score_statistics`), per pair in ``pairs`` order, in evaluation mode; users
+    scored ``USER_BATCH`` at a time (:func:`tru.certify.forgetting.pair_blocks`)."""
+    from tru.certify.forgetting import empty_history, pair_blocks
+
     out = np.zeros(len(pairs))
     was_training = model.training
     model.eval()
     try:
-        with model.eval_cache(), torch.no_grad():
-            for a in range(0, len(users), USER_BATCH):
-                sel = (row >= a) & (row < a + USER_BATCH)
-                batch = torch.as_tensor(users[a : a + USER_BATCH], device=model.device)
-                scores = model.full_sort_predict(batch).double()
-                mean, std = scores.mean(1), scores.std(1, correction=0).clamp_min(1e-12)
-                r = torch.as_tensor(row[sel] - a, device=scores.device)
-                s = scores[r, torch.as_tensor(items[sel], device=scores.device)]
-                out[sel] = ((s - mean[r]) / std[r]).cpu().numpy()
+        for blk in pair_blocks(model, pairs, empty_history(model.n_users, model.n_items), USER_BATCH):
+            scores = blk.ranked.scores.double()
+            mean, std = scores.mean(1), scores.std(1, correction=0).clamp_min(1e-12)
+            s = scores[blk.rows, blk.items]
+            out[blk.index] = ((s - mean[blk.rows]) / std[blk.rows]).cpu().numpy()
     finally:
         model.train(was_training)
     return out
