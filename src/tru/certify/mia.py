@@ -80,12 +80,6 @@ def _pairs_cat(parts: Sequence[Pairs]) -> Pairs:
     return Pairs(np.concatenate([p.users for p in parts]), np.concatenate([p.items for p in parts]))
 
 
-def _sample(pairs: Pairs, n: int, rng: np.random.Generator) -> Pairs:
-    if len(pairs) <= n:
-        return pairs
-    return pairs.subset(np.sort(rng.choice(len(pairs), n, replace=False)))
-
-
 # ------------------------------------------------------------------------------- interaction level
 @dataclass
 class InteractionPools:
@@ -103,9 +97,9 @@ def interaction_pools(spec: ForgetSpec, max_pairs: int = 20000, seed: int = 0) -
     rng = np.random.default_rng(seed)
     heldout = _pairs_cat([spec.valid, spec.test])
     return InteractionPools(
-        _sample(spec.retain, max_pairs, rng),
-        _sample(heldout, max_pairs, rng),
-        _sample(spec.forget, max_pairs, rng),
+        spec.retain.sample(max_pairs, rng),
+        heldout.sample(max_pairs, rng),
+        spec.forget.sample(max_pairs, rng),
     )
 
 

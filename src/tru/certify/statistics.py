@@ -173,12 +173,6 @@ def _cat(parts: Sequence[Pairs]) -> Pairs:
     return Pairs(np.concatenate([p.users for p in parts]), np.concatenate([p.items for p in parts]))
 
 
-def _sample(pairs: Pairs, n: int, rng: np.random.Generator) -> Pairs:
-    if len(pairs) <= n:
-        return pairs
-    return pairs.subset(np.sort(rng.choice(len(pairs), n, replace=False)))
-
-
 def _fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_ev: np.ndarray) -> np.ndarray:
     """P(class 1 | x) of a logistic regression on standardised features; a constant when the training
     features are constant or a class is missing (nothing to learn: every score ties)."""
@@ -286,9 +280,9 @@ def build_design(
     """Draw the audit design of ``spec`` (module docstring); deterministic in ``seed`` and ``seeds``."""
     rng = np.random.default_rng(seed)
     heldout_all = _cat([spec.valid, spec.test])
-    members = _sample(spec.retain, max_pairs, rng)
-    heldout = _sample(heldout_all, max_pairs, rng)
-    forget = _sample(spec.forget, max_pairs, rng)
+    members = spec.retain.sample(max_pairs, rng)
+    heldout = heldout_all.sample(max_pairs, rng)
+    forget = spec.forget.sample(max_pairs, rng)
     forget_history = spec.retain
     if len(forget) < len(spec.forget):  # pairs left out of the pool stay masked (D_f is not candidates)
         rest = ~np.isin(spec.forget.keys(n_items), forget.keys(n_items))

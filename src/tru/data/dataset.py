@@ -77,6 +77,13 @@ class Pairs:
     def subset(self, mask: np.ndarray) -> Pairs:
         return Pairs(self.users[mask], self.items[mask])
 
+    def sample(self, n: int, rng: np.random.Generator) -> Pairs:
+        """At most ``n`` of the pairs, drawn without replacement by ``rng``, in their order (all of them,
+        untouched, when there are no more than ``n``)."""
+        if len(self) <= n:
+            return self
+        return self.subset(np.sort(rng.choice(len(self), n, replace=False)))
+
     def concat(self, other: Pairs) -> Pairs:
         return Pairs(np.concatenate([self.users, other.users]), np.concatenate([self.items, other.items]))
 

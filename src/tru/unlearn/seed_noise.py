@@ -78,10 +78,7 @@ def attack_pairs(spec: ForgetSpec, seed: int) -> tuple[Pairs, Pairs]:
 
 def sample_pairs(pairs: Pairs, seed: int, n: int = SAMPLE_PAIRS) -> Pairs:
     """A fixed, seeded sample of at most ``n`` pairs."""
-    if len(pairs) <= n:
-        return pairs
-    rng = np.random.default_rng([seed, 11])
-    return pairs.subset(np.sort(rng.choice(len(pairs), n, replace=False)))
+    return pairs.sample(n, np.random.default_rng([seed, 11]))
 
 
 def _z(model: Recommender, pairs: Pairs) -> np.ndarray:
